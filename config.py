@@ -1,0 +1,288 @@
+"""Lookbook configuration: frozen dataclasses and the one loader.
+
+Values are layered: defaults <- optional TOML file <- ``LOOKBOOK_*`` environment
+variables <- command-line overrides. The loader is the only place that reads the
+environment; everything else receives a ``Config`` explicitly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "LOOKBOOK_"
+
+CATALOG_KINDS = ("fashion-mnist", "deepfashion")
+DEEPFASHION_SUBSETS = ("upper", "lower", "full", "all")
+SPLITS = ("train", "val", "test")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that Lookbook cannot use."""
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """Which catalog to read and where it lies."""
+
+    kind: str = "fashion-mnist"
+    # None: the catalog's usual place (Fashion-MNIST: the Debian package's directory).
+    root: Path | None = None
+    # DeepFashion category_type subset: upper (1), lower (2), full (3) or all.
+    subset: str = "upper"
+
+    def __post_init__(self) -> None:
+        _check_choice("catalog.kind", self.kind, CATALOG_KINDS)
+        _check_choice("catalog.subset", self.subset, DEEPFASHION_SUBSETS)
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """The embedding network and how it runs."""
+
+    backbone: str = "resnet50"
+    # "imagenet", "auto" (ImageNet when it can be had, else random), "none", or a checkpoint path.
+    weights: str = "imagenet"
+    # None: the catalog's own size (32 for Fashion-MNIST, 224 for DeepFashion).
+    image_size: int | None = None
+    embedding_size: int = 128
+    batch_size: int = 128
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("embedder.backbone", self.backbone, ("resnet50",))
+        _check_choice("embedder.device", self.device, ("auto", "cpu", "cuda"))
+        if self.image_size is not None:
+            _check_range("embedder.image_size", self.image_size, 16, 1024)
+        _check_range("embedder.embedding_size", self.embedding_size, 2, 4096)
+        _check_range("embedder.batch_size", self.batch_size, 1, 65536)
+        _check_range("embedder.workers", self.workers, 0, 256)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """The FAISS index over catalog vectors and the kNN vote."""
+
+    kind: str = "flat"
+    k: int = 10
+    metric: str = "ip"
+    gpu: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_choice("index.kind", self.kind, ("flat",))
+        _check_choice("index.metric", self.metric, ("ip", "l2"))
+        _check_choice("index.gpu", self.gpu, ("auto", "on", "off"))
+        _check_range("index.k", self.k, 1, 1000)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Which items query and which form the index when measuring kNN accuracy."""
+
+    query_split: str = "test"
+    index_splits: tuple[str, ...] = ("train", "val")
+
+    def __post_init__(self) -> None:
+        _check_choice("evaluate.query_split", self.query_split, SPLITS)
+        if not self.index_splits:
+            raise ConfigError("evaluate.index_splits: name at least one split")
+        for split in self.index_splits:
+            _check_choice("evaluate.index_splits", split, SPLITS)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The web app: where it listens and what uploads it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    max_upload_bytes: int = 10 * 1024 * 1024
+    # Larger images are refused before decoding (decompression bombs).
+    max_image_pixels: int = 40_000_000
+    results: int = 12
+
+    def __post_init__(self) -> None:
+        _check_range("app.port", self.port, 0, 65535)
+        _check_range("app.max_upload_bytes", self.max_upload_bytes, 1024, 1 << 31)
+        _check_range("app.max_image_pixels", self.max_image_pixels, 1, 1 << 31)
+        _check_range("app.results", self.results, 1, 200)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything Lookbook can be told, one frozen tree."""
+
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    app: AppConfig = field(default_factory=AppConfig)
+    # None: var/<catalog kind>/ under the working directory.
+    artifacts_dir: Path | None = None
+
+    @property
+    def artifacts(self) -> Path:
+        """The directory that holds this catalog's checkpoint, embeddings, index and reports."""
+        return self.artifacts_dir if self.artifacts_dir is not None else Path("var") / self.catalog.kind
+
+
+SECTIONS: dict[str, type] = {
+    "catalog": CatalogConfig,
+    "embedder": EmbedderConfig,
+    "index": IndexConfig,
+    "evaluate": EvaluateConfig,
+    "app": AppConfig,
+}
+TOP_LEVEL_KEYS = ("artifacts_dir",)
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the Config: defaults <- TOML file <- LOOKBOOK_* environment <- overrides.
+
+    ``overrides`` maps dotted keys ("embedder.weights", "artifacts_dir") to values;
+    strings are converted to the field's type. ``env`` defaults to ``os.environ``.
+    """
+    layered: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    top: dict[str, Any] = {}
+    if path is not None:
+        _merge(layered, top, _read_toml(Path(path)), source=str(path))
+    _merge(layered, top, _from_env(os.environ if env is None else env), source="environment")
+    if overrides:
+        _merge(layered, top, _nest(overrides, source="command line"), source="command line")
+    sections = {name: _build(cls, name, layered[name]) for name, cls in SECTIONS.items()}
+    artifacts_dir = top.get("artifacts_dir")
+    return Config(
+        **sections,
+        artifacts_dir=None if artifacts_dir in (None, "") else Path(artifacts_dir),
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """LOOKBOOK_EMBEDDER_BATCH_SIZE=64 -> {"embedder": {"batch_size": "64"}}."""
+    nested: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        if rest in TOP_LEVEL_KEYS:
+            nested[rest] = value
+            continue
+        section, _, key = rest.partition("_")
+        if section not in SECTIONS or not key:
+            raise ConfigError(
+                f"environment variable {name}: unknown setting; expected "
+                f"{ENV_PREFIX}<SECTION>_<KEY> with SECTION one of {', '.join(s.upper() for s in SECTIONS)}"
+            )
+        nested.setdefault(section, {})[key] = value
+    return nested
+
+
+def _nest(overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if dotted in TOP_LEVEL_KEYS:
+            nested[dotted] = value
+            continue
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or not key:
+            raise ConfigError(f"{source}: unknown setting {dotted!r}; expected <section>.<key>")
+        nested.setdefault(section, {})[key] = value
+    return nested
+
+
+def _merge(layered: dict[str, dict[str, Any]], top: dict[str, Any], data: Mapping[str, Any], source: str) -> None:
+    for name, value in data.items():
+        if name in TOP_LEVEL_KEYS:
+            top[name] = value
+        elif name in SECTIONS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: [{name}] must be a table of settings")
+            known = {f.name for f in dataclasses.fields(SECTIONS[name])}
+            for key, item in value.items():
+                if key not in known:
+                    raise ConfigError(
+                        f"{source}: unknown setting {name}.{key}; known: {', '.join(sorted(known))}"
+                    )
+                layered[name][key] = item
+        else:
+            raise ConfigError(f"{source}: unknown setting {name!r}")
+
+
+def _build(cls: type, section: str, values: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    converted = {key: _convert(f"{section}.{key}", hints[key], value) for key, value in values.items()}
+    try:
+        return cls(**converted)
+    except TypeError as error:
+        raise ConfigError(f"[{section}]: {error}") from None
+
+
+def _convert(key: str, hint: Any, value: Any) -> Any:
+    """Coerce a TOML, environment or command-line value to the field's declared type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(key, inner[0], value)
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_convert(key, args[0], item.strip() if isinstance(item, str) else item) for item in items)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if hint is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{key}: expected a path, got {value!r}")
+        return Path(value).expanduser()
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _check_range(key: str, value: Any, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{key}: {value!r} must be an integer from {low} to {high}")

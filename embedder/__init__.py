@@ -1,0 +1,1 @@
+"""Catalog readers, the embedding network, and the extraction of catalog embeddings."""

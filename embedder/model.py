@@ -1,0 +1,43 @@
+"""The embedding network: a ResNet-50 trunk, global average pooling, a linear projection, L2 norm."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+TRUNK_FEATURES = {"resnet50": 2048}
+
+
+class EmbeddingNet(nn.Module):
+    """Maps a batch of images (N×3×H×W) to L2-normalised embeddings (N×embedding_size)."""
+
+    def __init__(self, backbone: str = "resnet50", embedding_size: int = 128) -> None:
+        super().__init__()
+        if backbone not in TRUNK_FEATURES:
+            raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(TRUNK_FEATURES)}")
+        self.backbone = backbone
+        self.embedding_size = embedding_size
+        # torchvision's own module keeps its state-dict keys, so ImageNet weights load unchanged;
+        # its avgpool is the global average pooling, and the classifier is dropped.
+        self.trunk = torchvision.models.resnet50(weights=None)
+        self.trunk.fc = nn.Identity()
+        self.projection = nn.Linear(TRUNK_FEATURES[backbone], embedding_size)
+
+    def model_args(self) -> dict:
+        """The keyword arguments that rebuild this network (stored in checkpoints)."""
+        return {"backbone": self.backbone, "embedding_size": self.embedding_size}
+
+    def load_trunk_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load torchvision ResNet weights into the trunk, ignoring its ImageNet classifier."""
+        trunk_state = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+        missing, unexpected = self.trunk.load_state_dict(trunk_state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"not a torchvision {self.backbone} state dict: "
+                f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.trunk(images)
+        return F.normalize(self.projection(features).float(), dim=1)

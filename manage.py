@@ -1,0 +1,189 @@
+"""Lookbook's command line: each command loads the configuration once and calls the library."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from config import Config, ConfigError, load_config
+
+log = logging.getLogger("lookbook")
+
+# Errors meant for people: shown as one clear message, not a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The error types each package raises for bad input, imported only when a command runs."""
+    from embedder.catalog import CatalogError
+    from embedder.checkpoint import CheckpointError
+    from embedder.weights import WeightsUnavailableError
+    from indexer.embeddings_file import EmbeddingsFileError
+    from indexer.index import IndexFileError
+
+    return USER_ERRORS + (CatalogError, CheckpointError, WeightsUnavailableError, EmbeddingsFileError, IndexFileError)
+
+
+def command(function):
+    """Turn the packages' errors for people into a clean message and exit status 1."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except USER_ERRORS as error:
+            raise click.ClickException(str(error)) from error
+        except Exception as error:
+            if isinstance(error, user_errors()):
+                raise click.ClickException(str(error)) from error
+            raise
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="LOOKBOOK_CONFIG",
+              help="TOML configuration file (also LOOKBOOK_CONFIG).")
+@click.option("--catalog", "catalog_kind", help="Catalog kind: fashion-mnist or deepfashion.")
+@click.option("--root", help="Catalog root directory.")
+@click.option("--weights", help="imagenet, auto, none, or a checkpoint / weights file.")
+@click.option("--artifacts", help="Artifacts directory (default var/<catalog>/).")
+@click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE", help="Any setting; repeatable.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.pass_context
+def cli(ctx, config_file, catalog_kind, root, weights, artifacts, settings, verbose):
+    """Lookbook: visual similarity search for fashion catalogs."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    overrides = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{setting!r} is not SECTION.KEY=VALUE", param_hint="--set")
+        overrides[key.strip()] = value.strip()
+    for key, value in (("catalog.kind", catalog_kind), ("catalog.root", root),
+                       ("embedder.weights", weights), ("artifacts_dir", artifacts)):
+        if value is not None:
+            overrides[key] = value
+    try:
+        ctx.obj = load_config(config_file, os.environ, overrides)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@cli.command("prepare-catalog")
+@click.pass_obj
+@command
+def prepare_catalog(config: Config):
+    """Find (or download) the configured catalog and say what it holds."""
+    from embedder.catalogs import open_catalog
+
+    catalog = open_catalog(config.catalog, config.artifacts / "downloads")
+    splits = {split: sum(item.split == split for item in catalog.items) for split in ("train", "val", "test")}
+    click.echo(
+        f"{catalog.kind} catalog at {catalog.root}: {len(catalog)} items, {len(catalog.class_names)} classes, "
+        + ", ".join(f"{split} {count}" for split, count in splits.items() if count)
+    )
+
+
+@cli.command("make-sample-catalog")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--per-category", default=12, show_default=True, help="Images per category.")
+@click.option("--seed", default=0, show_default=True)
+@command
+def make_sample_catalog(root, per_category, seed):
+    """Write a small catalog in the DeepFashion layout, to try Lookbook without the real data."""
+    from embedder.sample_catalog import write_sample_catalog
+
+    path = write_sample_catalog(Path(root), images_per_category=per_category, seed=seed)
+    click.echo(f"Wrote a sample DeepFashion-layout catalog to {path}; use --catalog deepfashion --root {path}")
+
+
+@cli.command("build-index")
+@click.option("--force", is_flag=True, help="Re-embed and re-index even when the artifacts are current.")
+@click.pass_obj
+@command
+def build_index(config: Config, force: bool):
+    """Embed every catalog image into embeddings.h5 and build the FAISS index over them."""
+    from embedder.build import EMBEDDINGS_NAME, build_embeddings
+    from indexer.index import build_index_file
+
+    extraction = build_embeddings(config, force=force)
+    index = build_index_file(config.artifacts / EMBEDDINGS_NAME, config.artifacts / "index.faiss", config.index)
+    report = {"embeddings": _as_dict(extraction), "index": _as_dict(index)}
+    _write_json(config.artifacts / "build-report.json", report)
+    click.echo(_build_summary(extraction, index))
+
+
+@cli.command()
+@click.option("--k", type=int, default=None, help="Neighbours in the vote (default index.k).")
+@click.pass_obj
+@command
+def evaluate(config: Config, k: int | None):
+    """kNN accuracy per class: queries from one split against an index of the others."""
+    from indexer.embeddings_file import read_embeddings
+    from indexer.evaluation import evaluate_knn
+    from indexer.report import evaluation_table, write_evaluation
+
+    vectors = read_embeddings(config.artifacts / "embeddings.h5")
+    evaluation = evaluate_knn(
+        vectors, config.evaluate.query_split, config.evaluate.index_splits, k or config.index.k, config.index.metric
+    )
+    json_path, markdown_path = write_evaluation(evaluation, config.artifacts)
+    click.echo(evaluation_table(evaluation))
+    click.echo(f"Wrote {json_path} and {markdown_path}")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Listen address (default app.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default app.port, 5000).")
+@click.pass_obj
+@command
+def serve(config: Config, host: str | None, port: int | None):
+    """Serve the search page and API."""
+    from search_app import create_app
+
+    app = create_app(config)
+    host, port = host or config.app.host, port or config.app.port
+    click.echo(f"Lookbook is serving {config.catalog.kind} search on http://{host}:{port}/")
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+def _as_dict(report) -> dict:
+    from dataclasses import asdict
+
+    return asdict(report)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(temporary, path)
+
+
+def _build_summary(extraction, index) -> str:
+    lines = [
+        "Build report",
+        f"  catalog items   {extraction.catalog_items}",
+        f"  embedded        {extraction.embedded}" + (" (reused)" if extraction.reused else ""),
+        f"  skipped         {len(extraction.skipped)}",
+    ]
+    lines += [f"    {item.item_id} ({item.path}): {item.reason}" for item in extraction.skipped[:20]]
+    if len(extraction.skipped) > 20:
+        lines.append(f"    ... and {len(extraction.skipped) - 20} more in build-report.json")
+    if not extraction.reused:
+        lines.append(f"  embedding time  {extraction.seconds:.1f} s, {extraction.images_per_second:.0f} images/s"
+                     f" on {extraction.device}")
+    lines.append(f"  index           {index.count} × {index.dimension} {index.metric} on {index.device}"
+                 + (" (reused)" if index.reused else f", {index.seconds:.2f} s"))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,42 @@
+"""Fixtures shared by all test packages: a tiny in-memory catalog and a small embedder config."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from embedder.catalog import Catalog, CatalogImageError, CatalogItem
+
+torch.set_num_threads(2)
+
+
+class ColourCatalog(Catalog):
+    """Solid-ish coloured squares with noise; rows listed in ``broken`` fail to open."""
+
+    kind = "test-colours"
+    default_image_size = 32
+    has_titles = True
+
+    def __init__(self, count: int = 24, broken: tuple[int, ...] = (), seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        colours = [(220, 40, 40), (40, 200, 60), (40, 60, 220)]
+        items, self.pixels = [], []
+        for row in range(count):
+            label = row % len(colours)
+            noise = rng.integers(-30, 30, size=(40, 48, 3))
+            self.pixels.append(np.clip(np.array(colours[label]) + noise, 0, 255).astype(np.uint8))
+            split = ("train", "train", "val", "test")[row % 4]
+            items.append(CatalogItem(f"item-{row:03d}", f"img/{row}.png", label, split, f"Colour {label} item {row}"))
+        super().__init__(".", items, ["red", "green", "blue"])
+        self.broken = set(broken)
+
+    def open_image(self, index: int) -> Image.Image:
+        if index in self.broken:
+            raise CatalogImageError(f"{self.items[index].path}: truncated file")
+        return Image.fromarray(self.pixels[index])
+
+
+@pytest.fixture
+def colour_catalog() -> ColourCatalog:
+    return ColourCatalog()

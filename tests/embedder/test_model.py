@@ -1,0 +1,26 @@
+import torch
+
+from embedder.model import EmbeddingNet
+
+
+def test_output_shape_and_unit_norm():
+    model = EmbeddingNet("resnet50", embedding_size=16).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, 16)
+    assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_trunk_loads_torchvision_state_dict_and_rejects_others():
+    import torchvision
+
+    reference = torchvision.models.resnet50(weights=None)
+    model = EmbeddingNet(embedding_size=8)
+    model.load_trunk_state_dict(reference.state_dict())
+    assert torch.equal(model.trunk.conv1.weight, reference.conv1.weight)
+    try:
+        model.load_trunk_state_dict({"not.a.key": torch.zeros(1)})
+    except ValueError as error:
+        assert "missing keys" in str(error)
+    else:
+        raise AssertionError("a foreign state dict was accepted")

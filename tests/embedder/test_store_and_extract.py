@@ -1,0 +1,76 @@
+import h5py
+import numpy as np
+import pytest
+
+import embedder.extract as extract
+from config import EmbedderConfig
+from embedder.checkpoint import provide_embedder
+from embedder.extract import embed_catalog, embeddings_attributes
+from embedder.store import FORMAT
+from tests.conftest import ColourCatalog
+
+
+@pytest.fixture
+def small_embedder(tmp_path, colour_catalog):
+    config = EmbedderConfig(weights="none", embedding_size=8, image_size=32)
+    return provide_embedder(config, colour_catalog, tmp_path, "cpu")
+
+
+def run(catalog, embedder, path, batch_size=4):
+    return embed_catalog(catalog, embedder, path, embeddings_attributes(catalog, embedder, "all"),
+                         batch_size=batch_size, workers=0)
+
+
+def test_embeddings_file_follows_the_contract(tmp_path, small_embedder):
+    catalog = ColourCatalog(count=10, broken=(3, 7))
+    report = run(catalog, small_embedder, tmp_path / "embeddings.h5")
+    assert (report.embedded, len(report.skipped)) == (8, 2)
+    assert {s.item_id for s in report.skipped} == {"item-003", "item-007"}
+    assert "truncated" in report.skipped[0].reason
+    with h5py.File(tmp_path / "embeddings.h5") as f:
+        assert f.attrs["format"] == FORMAT and f.attrs["embedding_size"] == 8
+        assert f["embeddings"].shape == (8, 8) and f["embeddings"].dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(f["embeddings"][:], axis=1), 1, atol=1e-5)
+        ids = [s.decode() for s in f["item_id"][:]]
+        assert ids == [f"item-{i:03d}" for i in range(10) if i not in (3, 7)]
+        assert list(f["label"][:]) == [catalog.items[int(i[-3:])].label for i in ids]
+        assert f.attrs["checkpoint_sha256"] == small_embedder.sha256
+    assert not (tmp_path / "embeddings.h5.partial").exists()
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, small_embedder, monkeypatch):
+    catalog = ColourCatalog(count=20, broken=(5,))
+    run(catalog, small_embedder, tmp_path / "whole.h5")
+
+    real_embed, calls = extract.embed_batch, []
+
+    def dies_on_third_batch(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_embed(*args)
+
+    monkeypatch.setattr(extract, "embed_batch", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run(catalog, small_embedder, tmp_path / "resumed.h5")
+    assert (tmp_path / "resumed.h5.partial").exists() and not (tmp_path / "resumed.h5").exists()
+    monkeypatch.setattr(extract, "embed_batch", real_embed)
+    report = run(catalog, small_embedder, tmp_path / "resumed.h5")
+    assert report.resumed_rows == 8 and report.embedded == 19 and len(report.skipped) == 1
+    with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "resumed.h5") as b:
+        np.testing.assert_allclose(a["embeddings"][:], b["embeddings"][:], atol=1e-6)
+        assert list(a["item_id"][:]) == list(b["item_id"][:])
+
+
+def test_partial_file_of_another_model_is_not_resumed(tmp_path, small_embedder, monkeypatch):
+    catalog = ColourCatalog(count=12)
+    partial = tmp_path / "e.h5.partial"
+    partial.write_bytes(b"not hdf5 at all")  # a file cut off mid-write
+    report = run(catalog, small_embedder, tmp_path / "e.h5")
+    assert report.resumed_rows == 0 and report.embedded == 12
+
+
+def test_a_catalog_with_no_readable_image_is_an_error(tmp_path, small_embedder):
+    catalog = ColourCatalog(count=4, broken=(0, 1, 2, 3))
+    with pytest.raises(RuntimeError, match="none of the 4"):
+        run(catalog, small_embedder, tmp_path / "e.h5")
