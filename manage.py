@@ -133,7 +133,8 @@ def evaluate(config: Config, k: int | None):
 
     vectors = read_embeddings(config.artifacts / "embeddings.h5")
     evaluation = evaluate_knn(
-        vectors, config.evaluate.query_split, config.evaluate.index_splits, k or config.index.k, config.index.metric
+        vectors, config.evaluate.query_split, config.evaluate.index_splits, k or config.index.k, config.index.metric,
+        use_gpu=config.index.gpu,
     )
     json_path, markdown_path = write_evaluation(evaluation, config.artifacts)
     click.echo(evaluation_table(evaluation))
