@@ -68,6 +68,53 @@ class EmbedderConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Triplet-loss fine-tuning of the embedder."""
+
+    epochs: int = 30
+    # Seconds of training after which the run stops at the end of a step; 0 means no limit.
+    time_budget: int = 0
+    classes_per_batch: int = 10  # P of the P×K batches
+    images_per_class: int = 12  # K
+    mining: str = "batch-hard"
+    margin: float = 0.2
+    # Weight of the normalised-softmax classification loss on the embedding; 0 turns it off.
+    aux_loss_weight: float = 1.0
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.5
+    schedule: str = "cosine"
+    # "none" trains everything; "stem", "layer1" ... "layer4" freeze the trunk up to and including that block.
+    freeze: str = "none"
+    augment: str = "auto"
+    # Validation items per class taken from train when the catalog has no val split.
+    holdout_per_class: int = 100
+    validate_every: float = 1.0  # epochs between kNN validations (fractions allowed)
+    early_stopping: int = 5  # validations without improvement before stopping; 0 never stops
+    amp: str = "auto"  # mixed precision: auto (on GPU), on, off
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_range("train.epochs", self.epochs, 1, 10_000)
+        _check_range("train.time_budget", self.time_budget, 0, 10_000_000)
+        _check_range("train.classes_per_batch", self.classes_per_batch, 2, 10_000)
+        _check_range("train.images_per_class", self.images_per_class, 2, 10_000)
+        _check_choice("train.mining", self.mining, ("batch-hard", "semi-hard"))
+        _check_choice("train.optimizer", self.optimizer, ("adamw", "sgd"))
+        _check_choice("train.schedule", self.schedule, ("cosine", "constant"))
+        _check_choice("train.freeze", self.freeze, ("none", "stem", "layer1", "layer2", "layer3", "layer4"))
+        _check_choice("train.augment", self.augment, ("auto", "none", "fashion-mnist", "photo"))
+        _check_choice("train.amp", self.amp, ("auto", "on", "off"))
+        _check_range("train.holdout_per_class", self.holdout_per_class, 1, 1_000_000)
+        _check_range("train.early_stopping", self.early_stopping, 0, 10_000)
+        for key in ("margin", "lr", "weight_decay", "warmup_epochs", "aux_loss_weight", "validate_every"):
+            _check_nonnegative(f"train.{key}", getattr(self, key))
+        if self.lr <= 0 or self.validate_every <= 0:
+            raise ConfigError("train.lr and train.validate_every must be greater than 0")
+
+
+@dataclass(frozen=True)
 class IndexConfig:
     """The FAISS index over catalog vectors and the kNN vote."""
 
@@ -122,6 +169,7 @@ class Config:
 
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     app: AppConfig = field(default_factory=AppConfig)
@@ -137,6 +185,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "catalog": CatalogConfig,
     "embedder": EmbedderConfig,
+    "train": TrainConfig,
     "index": IndexConfig,
     "evaluate": EvaluateConfig,
     "app": AppConfig,
@@ -267,6 +316,13 @@ def _convert(key: str, hint: Any, value: Any) -> Any:
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
     if hint is Path:
         if not isinstance(value, (str, Path)):
             raise ConfigError(f"{key}: expected a path, got {value!r}")
@@ -286,3 +342,8 @@ def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 def _check_range(key: str, value: Any, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ConfigError(f"{key}: {value!r} must be an integer from {low} to {high}")
+
+
+def _check_nonnegative(key: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{key}: {value!r} must be a number of at least 0")

@@ -105,6 +105,31 @@ def make_sample_catalog(root, per_category, seed):
     click.echo(f"Wrote a sample DeepFashion-layout catalog to {path}; use --catalog deepfashion --root {path}")
 
 
+@cli.command()
+@click.option("--restart", is_flag=True, help="Start over instead of resuming an interrupted run.")
+@click.option("--time-budget", type=int, default=None, help="Seconds of training (default train.time_budget).")
+@click.option("--epochs", type=int, default=None, help="Epochs (default train.epochs).")
+@click.pass_obj
+@command
+def train(config: Config, restart: bool, time_budget: int | None, epochs: int | None):
+    """Fine-tune the embedder with a triplet loss; the best checkpoint becomes <artifacts>/embedder.pt."""
+    import dataclasses
+
+    from embedder.train import train as train_embedder
+    from indexer.evaluation import knn_top1
+
+    changes = {key: value for key, value in (("time_budget", time_budget), ("epochs", epochs)) if value is not None}
+    if changes:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
+    report = train_embedder(config, knn_accuracy=knn_top1, restart=restart)
+    click.echo(
+        f"Trained {report.steps} steps ({report.epochs:.2f} epochs) in {report.seconds:.0f} s at "
+        f"{report.images_per_second:.0f} images/s; stopped: {report.stopped_because}.\n"
+        f"Best validation kNN top-1 {report.best_top1:.4f} at step {report.best_step}, saved to {report.checkpoint}\n"
+        f"Curve and metrics: {config.artifacts / 'train'}"
+    )
+
+
 @cli.command("build-index")
 @click.option("--force", is_flag=True, help="Re-embed and re-index even when the artifacts are current.")
 @click.pass_obj

@@ -58,7 +58,7 @@ def build_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], tor
     size = preprocessing.image_size
     # Padding with the mean colour makes the border zero after normalisation.
     fill = tuple(round(255 * m) for m in preprocessing.mean)
-    steps: list[Callable] = [_to_rgb_or_gray3 if preprocessing.grayscale else _to_rgb]
+    steps: list[Callable] = [to_gray3 if preprocessing.grayscale else to_rgb]
     if preprocessing.resize == "pad":
         steps += [PadToSquare(fill), T.Resize((size, size), antialias=True)]
     elif preprocessing.resize == "squash":
@@ -69,9 +69,11 @@ def build_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], tor
     return T.Compose(steps)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB."""
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _to_rgb_or_gray3(image: Image.Image) -> Image.Image:
+def to_gray3(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> gray, replicated in three channels."""
     return image.convert("L").convert("RGB")

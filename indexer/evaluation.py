@@ -166,3 +166,14 @@ def evaluate_knn(
         predictions=predictions,
         prediction_scores=prediction_scores,
     )
+
+
+def knn_top1(xq: np.ndarray, yq: np.ndarray, xb: np.ndarray, yb: np.ndarray, k: int, metric: str = "ip") -> float:
+    """kNN top-1 accuracy of labelled queries against a labelled database (arrays in, a fraction out)."""
+    if len(xq) == 0:
+        raise EvaluationError("no queries to measure kNN accuracy on")
+    num_classes = int(max(yq.max(), yb.max())) + 1
+    D, I = search(build_index(np.ascontiguousarray(xb, dtype=np.float32), metric, "off"),
+                  np.ascontiguousarray(xq, dtype=np.float32), min(k, len(xb)))
+    predictions, _ = _predict(D, I, np.asarray(yb), num_classes, metric)
+    return float(np.mean(predictions[:, 0] == np.asarray(yq)))

@@ -1,0 +1,47 @@
+"""Training augmentation presets, kept apart from the loop; each ends in the checkpoint's preprocessing."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from embedder.transforms import PadToSquare, Preprocessing, to_gray3, to_rgb
+
+PRESETS = ("none", "fashion-mnist", "photo")
+
+
+def preset_for(catalog_kind: str) -> str:
+    """The preset a catalog gets under augment = "auto"."""
+    return "fashion-mnist" if catalog_kind == "fashion-mnist" else "photo"
+
+
+def training_transform(preset: str, preprocessing: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL image -> augmented, normalised 3×S×S tensor, shaped exactly like the inference transform's output."""
+    if preset not in PRESETS:
+        raise ValueError(f"augmentation preset {preset!r} is not one of {', '.join(PRESETS)}")
+    size = preprocessing.image_size
+    fill = tuple(round(255 * m) for m in preprocessing.mean)
+    steps: list[Callable] = [to_gray3 if preprocessing.grayscale else to_rgb]
+    if preprocessing.resize == "pad":
+        steps.append(PadToSquare(fill))
+    if preset == "none":
+        steps.append(T.Resize((size, size), antialias=True))
+    elif preset == "fashion-mnist":
+        # Small, centred product shots: mild shifts and scale, mirror images, a slight tilt.
+        steps += [
+            T.RandomHorizontalFlip(),
+            T.RandomAffine(degrees=8, translate=(0.08, 0.08), scale=(0.9, 1.1), fill=0),
+            T.Resize((size, size), antialias=True),
+        ]
+    else:
+        # Catalog photos: crops of the garment, mirror images, a slight tilt, lighting changes.
+        steps += [
+            T.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
+            T.RandomHorizontalFlip(),
+            T.RandomRotation(10, fill=fill),
+            T.ColorJitter(0.2, 0.2, 0.1, 0.02),
+        ]
+    steps += [T.ToTensor(), T.Normalize(preprocessing.mean, preprocessing.std)]
+    return T.Compose(steps)

@@ -1,0 +1,148 @@
+"""What a training run keeps between steps and between runs: resumable state, the metrics log and curve,
+the validation split, and which trunk layers are frozen."""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedder.catalog import Catalog
+from embedder.model import EmbeddingNet
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "lookbook-training-state"
+# Trunk modules in forward order; freezing "layer2" freezes the stem, layer1 and layer2.
+TRUNK_BLOCKS = ("stem", "layer1", "layer2", "layer3", "layer4")
+METRIC_FIELDS = ("epoch", "step", "seconds", "lr", "loss", "triplet", "aux", "images_per_second", "val_top1")
+
+
+@dataclass
+class TrainState:
+    """The counters of a run; with the model and optimiser state they make it resumable."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    seconds: float = 0.0
+    best_top1: float = -1.0
+    best_step: int = 0
+    validations_without_gain: int = 0
+    stopped_because: str = ""  # set when the run is over; a finished run is not trained further
+    history: list[dict] = field(default_factory=list)
+
+
+def save_state(path: Path, state: TrainState, run_identity: dict, modules: dict[str, object]) -> None:
+    """Write the resumable state atomically: counters, the run's identity, and each module's state_dict."""
+    payload = {
+        "format": STATE_FORMAT,
+        "state": asdict(state),
+        "identity": run_identity,
+        "modules": {name: module.state_dict() for name, module in modules.items() if module is not None},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def load_state(path: Path, run_identity: dict, modules: dict[str, object]) -> TrainState | None:
+    """Restore a run saved by save_state when it is the same run (same settings and data); else None."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a state cut off mid-write: start over rather than crash
+        log.warning("Ignoring unreadable training state %s: %s", path, error)
+        return None
+    if payload.get("format") != STATE_FORMAT or payload.get("identity") != run_identity:
+        log.info("Not resuming %s: it belongs to a run with other settings", path)
+        return None
+    for name, module in modules.items():
+        if module is not None:
+            module.load_state_dict(payload["modules"][name])
+    return TrainState(**payload["state"])
+
+
+class TrainingLog:
+    """metrics.csv (one row per validation) and training-curve.png, rewritten from the history."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.csv_path = directory / "metrics.csv"
+        self.png_path = directory / "training-curve.png"
+
+    def write(self, history: list[dict]) -> None:
+        """Rewrite both files from the full history (cheap, and correct after a resume)."""
+        temporary = self.csv_path.with_name(self.csv_path.name + ".tmp")
+        with temporary.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(history)
+        os.replace(temporary, self.csv_path)
+        self._plot(history)
+
+    def _plot(self, history: list[dict]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [row["step"] for row in history]
+        figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+        for key, label in (("loss", "total"), ("triplet", "triplet"), ("aux", "classification")):
+            losses.plot(steps, [row[key] for row in history], marker="o", label=label)
+        losses.set(xlabel="step", ylabel="training loss", title="Loss")
+        losses.legend()
+        accuracy.plot(steps, [row["val_top1"] for row in history], marker="o", color="tab:green")
+        accuracy.set(xlabel="step", ylabel="kNN top-1", title="Validation kNN top-1", ylim=(0, 1))
+        accuracy.grid(alpha=0.3)
+        temporary = self.png_path.with_name("training-curve.tmp.png")
+        figure.savefig(temporary, dpi=100)
+        plt.close(figure)
+        os.replace(temporary, self.png_path)
+
+
+def split_validation(catalog: Catalog, holdout_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows): the val split, or a seeded per-class slice of train without one."""
+    splits = np.array([item.split for item in catalog.items])
+    train = np.flatnonzero(splits == "train")
+    val = np.flatnonzero(splits == "val")
+    if len(val):
+        return train, val
+    labels = np.array([catalog.items[row].label for row in train])
+    rng = np.random.default_rng(seed)
+    held = [rng.permutation(train[labels == c])[:holdout_per_class] for c in np.unique(labels)]
+    val = np.sort(np.concatenate(held))
+    return np.setdiff1d(train, val), val
+
+
+def freeze_trunk(model: EmbeddingNet, up_to: str) -> None:
+    """Freeze the trunk's blocks up to and including ``up_to`` ("none" freezes nothing)."""
+    if up_to == "none":
+        return
+    if up_to not in TRUNK_BLOCKS:
+        raise ValueError(f"freeze {up_to!r} is not one of none, {', '.join(TRUNK_BLOCKS)}")
+    trunk = model.trunk
+    blocks = {"stem": [trunk.conv1, trunk.bn1], **{name: [getattr(trunk, name)] for name in TRUNK_BLOCKS[1:]}}
+    for name in TRUNK_BLOCKS[: TRUNK_BLOCKS.index(up_to) + 1]:
+        for module in blocks[name]:
+            module.requires_grad_(False)
+
+
+def keep_frozen_batchnorm_still(model: EmbeddingNet) -> None:
+    """Batch-norm layers whose weights are frozen keep their running statistics too (call after train())."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d) and not module.weight.requires_grad:
+            module.eval()

@@ -1,0 +1,110 @@
+import csv
+import math
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import embedder.train as training
+from config import Config, EmbedderConfig, TrainConfig
+from embedder.checkpoint import load_checkpoint
+from embedder.extract import embed_pil_images
+from embedder.transforms import build_transform
+from indexer.evaluation import knn_top1
+from tests.conftest import ColourCatalog
+
+
+def small_config(tmp_path, **train) -> Config:
+    return Config(
+        embedder=EmbedderConfig(weights="none", embedding_size=16, image_size=32, batch_size=32, workers=0),
+        train=TrainConfig(**{"epochs": 2, "classes_per_batch": 3, "images_per_class": 4, "lr": 1e-3,
+                             "holdout_per_class": 2, "warmup_epochs": 0.0, "validate_every": 1.0, **train}),
+        artifacts_dir=tmp_path,
+    )
+
+
+def test_learning_rate_warms_up_then_decays_by_steps_or_time():
+    train = TrainConfig(epochs=10, lr=1.0, warmup_epochs=1.0, time_budget=100)
+    assert training.learning_rate(train, 0, 10, 0) == pytest.approx(0.1)
+    assert training.learning_rate(train, 9, 10, 0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.09)))
+    assert training.learning_rate(train, 50, 10, 0) == pytest.approx(0.5)
+    assert training.learning_rate(train, 20, 10, 50) == pytest.approx(0.5)  # half the time budget gone
+    assert training.learning_rate(train, 20, 10, 100) == pytest.approx(0.0)
+
+
+def test_a_few_steps_lower_the_loss():
+    torch.manual_seed(0)
+    catalog = ColourCatalog(count=48)
+    config = small_config(".")
+    trainee = training.build_trainee(config, 3, "cpu")
+    transform = build_transform(training.catalog_preprocessing(config.embedder, catalog))
+    batch = torch.stack([transform(catalog.open_image(i)) for i in range(12)])
+    labels = torch.tensor([catalog.items[i].label for i in range(12)])
+    losses = [training.train_step(trainee, batch, labels, 1.0, amp=False)["loss"] for _ in range(8)]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_training_writes_best_checkpoint_metrics_and_curve(tmp_path):
+    config = small_config(tmp_path)
+    report = training.train(config, knn_top1, catalog=ColourCatalog(count=48))
+    assert report.stopped_because == "epochs done" and report.steps > 0 and 0 <= report.best_top1 <= 1
+    loaded = load_checkpoint(tmp_path / "embedder.pt")
+    assert loaded.preprocessing.image_size == 32 and loaded.model.embedding_size == 16
+    rows = list(csv.DictReader(open(tmp_path / "train" / "metrics.csv")))
+    assert len(rows) == 2 and {"loss", "val_top1", "images_per_second"} <= set(rows[0])
+    assert (tmp_path / "train" / "training-curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_interrupted_training_resumes_at_the_saved_step_and_schedule(tmp_path, monkeypatch):
+    catalog = ColourCatalog(count=48)  # 24 training rows: 2 steps an epoch, a validation and a save each
+    config = small_config(tmp_path, epochs=3)
+    seen_lr = []
+    real_step = training.train_step
+
+    def record(trainee, *args):
+        seen_lr.append(trainee.optimizer.param_groups[0]["lr"])
+        if len(seen_lr) == 4:
+            raise KeyboardInterrupt  # during step 4: steps 1-2 were saved, step 3 is lost
+        return real_step(trainee, *args)
+
+    monkeypatch.setattr(training, "train_step", record)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, knn_top1, catalog=catalog)
+    interrupted = list(seen_lr)
+    seen_lr.clear()
+    monkeypatch.setattr(training, "train_step", lambda trainee, *args: (seen_lr.append(
+        trainee.optimizer.param_groups[0]["lr"]), real_step(trainee, *args))[1])
+    report = training.train(config, knn_top1, catalog=catalog)
+    assert report.resumed_from_step == 2 and report.steps == 6
+    # The schedule continues where it stopped: step 3 gets the learning rate it had the first time.
+    assert seen_lr[:2] == pytest.approx(interrupted[2:4])
+    assert len(seen_lr) == 4
+    # A finished run is not trained further.
+    again = training.train(config, knn_top1, catalog=catalog)
+    assert again.steps == 6 and again.stopped_because == "epochs done"
+
+
+def test_other_settings_do_not_resume(tmp_path):
+    catalog = ColourCatalog(count=48)
+    training.train(small_config(tmp_path, epochs=1), knn_top1, catalog=catalog)
+    report = training.train(small_config(tmp_path, epochs=1, margin=0.3), knn_top1, catalog=catalog)
+    assert report.resumed_from_step == 0
+
+
+def test_time_budget_stops_training(tmp_path):
+    report = training.train(small_config(tmp_path, epochs=50, time_budget=1), knn_top1, catalog=ColourCatalog(count=48))
+    assert report.stopped_because == "time budget" and report.steps < 50 * 3
+
+
+def test_frozen_layers_do_not_change(tmp_path):
+    config = small_config(tmp_path, freeze="layer3", epochs=1)
+    trainee = training.build_trainee(config, 3, "cpu")
+    before = trainee.model.trunk.layer2[0].conv1.weight.clone()
+    catalog = ColourCatalog(count=12)
+    transform = build_transform(training.catalog_preprocessing(config.embedder, catalog))
+    batch = torch.stack([transform(catalog.open_image(i)) for i in range(12)])
+    training.train_step(trainee, batch, torch.tensor([it.label for it in catalog.items]), 1.0, amp=False)
+    assert torch.equal(before, trainee.model.trunk.layer2[0].conv1.weight)
+    assert not any(p.requires_grad for p in trainee.model.trunk.layer3.parameters())
+    assert all(p.requires_grad for p in trainee.model.trunk.layer4.parameters())
