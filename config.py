@@ -54,7 +54,8 @@ class EmbedderConfig:
     embedding_size: int = 128
     batch_size: int = 128
     device: str = "auto"
-    workers: int = 2
+    # DataLoader worker processes; None: as many as suit the device (see embedder.extract.resolve_workers).
+    workers: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -64,7 +65,8 @@ class EmbedderConfig:
             _check_range("embedder.image_size", self.image_size, 16, 1024)
         _check_range("embedder.embedding_size", self.embedding_size, 2, 4096)
         _check_range("embedder.batch_size", self.batch_size, 1, 65536)
-        _check_range("embedder.workers", self.workers, 0, 256)
+        if self.workers is not None:
+            _check_range("embedder.workers", self.workers, 0, 256)
 
 
 @dataclass(frozen=True)

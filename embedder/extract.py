@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import json
 import logging
 import time
@@ -47,6 +48,17 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_workers(workers: int | None, device: str) -> int:
+    """Decoding processes for a DataLoader. On a GPU, several keep it fed; on a CPU they compete with the
+    model's own threads (on 2 cores, 2 workers cut Fashion-MNIST embedding from ~300 to ~110 images/s)."""
+    if workers is not None:
+        return workers
+    cores = os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return min(8, cores)
+    return 0 if cores <= 2 else 1
+
+
 def inference_context(device: str) -> contextlib.AbstractContextManager:
     """Mixed precision on the GPU, where it roughly doubles throughput; plain float32 on the CPU."""
     if device.startswith("cuda"):
@@ -88,7 +100,7 @@ def embed_catalog(
     output: Path,
     attributes: dict,
     batch_size: int = 128,
-    workers: int = 2,
+    workers: int | None = None,
     device: str = "cpu",
 ) -> ExtractionReport:
     """Embed every catalog image into ``output`` (HDF5), resuming an interrupted run; returns the report."""
@@ -132,12 +144,12 @@ def embed_catalog(
     )
 
 
-def _batches(images: CatalogImages, batch_size: int, workers: int, device: str) -> Iterator:
+def _batches(images: CatalogImages, batch_size: int, workers: int | None, device: str) -> Iterator:
     loader = DataLoader(
         images,
         batch_size=batch_size,
         shuffle=False,
-        num_workers=workers,
+        num_workers=resolve_workers(workers, device),
         pin_memory=device.startswith("cuda"),
         persistent_workers=False,
     )

@@ -28,7 +28,7 @@ from embedder.checkpoint import (
     save_checkpoint,
 )
 from embedder.dataset import CatalogImages
-from embedder.extract import embed_batch, resolve_device
+from embedder.extract import embed_batch, resolve_device, resolve_workers
 from embedder.losses import NormalizedSoftmaxLoss, TripletLoss
 from embedder.model import EmbeddingNet
 from embedder.sampler import PKSampler
@@ -131,12 +131,13 @@ def train_step(trainee: Trainee, batch: torch.Tensor, labels: torch.Tensor, aux_
     return {"loss": loss.item(), "triplet": triplet.item(), "aux": aux.item()}
 
 
-def embed_rows(model: EmbeddingNet, images: CatalogImages, batch_size: int, workers: int,
+def embed_rows(model: EmbeddingNet, images: CatalogImages, batch_size: int, workers: int | None,
                device: str) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and labels of a dataset's rows in eval mode, unreadable images left out."""
     model.eval()
     vectors, labels = [], []
-    for batch, rows, errors in DataLoader(images, batch_size=batch_size, num_workers=workers):
+    loader = DataLoader(images, batch_size=batch_size, num_workers=resolve_workers(workers, device))
+    for batch, rows, errors in loader:
         ok = torch.tensor([not error for error in errors], dtype=torch.bool)
         if ok.any():
             vectors.append(embed_batch(model, batch[ok], device))
@@ -241,7 +242,8 @@ class TrainingLoop:
         while state.epoch < train.epochs:
             self.sampler.set_epoch(state.epoch)
             batches = itertools.islice(iter(self.sampler), state.batch_in_epoch, None)
-            loader = DataLoader(self.images, batch_sampler=list(batches), num_workers=self.config.embedder.workers,
+            loader = DataLoader(self.images, batch_sampler=list(batches),
+                                num_workers=resolve_workers(self.config.embedder.workers, self.device),
                                 pin_memory=self.device.startswith("cuda"))
             progress = tqdm(loader, desc=f"epoch {state.epoch + 1}/{train.epochs}", unit="batch",
                             initial=state.batch_in_epoch, total=len(self.sampler))
