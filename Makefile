@@ -31,6 +31,7 @@ catalog: install
 	$(PY) manage.py --config $(DEMO_CONFIG) prepare-catalog
 
 demo: catalog
+	$(PY) manage.py --config $(DEMO_CONFIG) train
 	$(PY) manage.py --config $(DEMO_CONFIG) build-index
 	$(PY) manage.py --config $(DEMO_CONFIG) evaluate
 	$(PY) manage.py --config $(DEMO_CONFIG) serve

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-BENCHMARKS = ("embedding", "search")
+BENCHMARKS = ("embedding", "search", "accuracy")
 
 
 def main(names: list[str]) -> None:

@@ -66,16 +66,22 @@ def save_checkpoint(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
+    save_atomically(payload, path)
+    return file_sha256(path)
+
+
+def save_atomically(payload: dict, path: Path) -> None:
+    """torch.save to a temporary file beside ``path``, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
         torch.save(payload, temporary)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; artifacts are shared like any other file
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-    return file_sha256(path)
 
 
 def read_checkpoint(path: Path) -> dict:

@@ -151,7 +151,7 @@ class Validator:
     """kNN top-1 of held-out queries against a fixed sample of training items, with the eval transform."""
 
     def __init__(self, catalog: Catalog, train_rows: np.ndarray, val_rows: np.ndarray, preprocessing: Preprocessing,
-                 config: Config, knn_accuracy: KnnAccuracy, device: str, index_size: int = 10_000) -> None:
+                 config: Config, knn_accuracy: KnnAccuracy, device: str, index_size: int = 5_000) -> None:
         # A sample of the training items as the index: embedding all of them would dominate a CPU run.
         index_rows = np.sort(np.random.default_rng(config.train.seed).permutation(train_rows)[:index_size])
         transform, size = build_transform(preprocessing), preprocessing.image_size

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from embedder.catalog import Catalog
+from embedder.checkpoint import save_atomically
 from embedder.model import EmbeddingNet
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,7 @@ def save_state(path: Path, state: TrainState, run_identity: dict, modules: dict[
         "identity": run_identity,
         "modules": {name: module.state_dict() for name, module in modules.items() if module is not None},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    save_atomically(payload, path)
 
 
 def load_state(path: Path, run_identity: dict, modules: dict[str, object]) -> TrainState | None:
