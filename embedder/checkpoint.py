@@ -132,6 +132,7 @@ def create_embedder(config: EmbedderConfig) -> tuple[EmbeddingNet, str]:
     model = EmbeddingNet(config.backbone, config.embedding_size)
     weights = config.weights
     if weights == "none":
+        model.start_residual_blocks_as_identity()
         return model, "none"
     if weights in ("imagenet", "auto"):
         try:
@@ -141,6 +142,7 @@ def create_embedder(config: EmbedderConfig) -> tuple[EmbeddingNet, str]:
             if weights == "imagenet":
                 raise
             log.warning("%s\nContinuing with random weights (embedder.weights = auto).", error)
+            model.start_residual_blocks_as_identity()
             return model, "none"
     model.load_trunk_state_dict(load_state_dict_file(Path(weights)))
     return model, str(weights)

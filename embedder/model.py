@@ -38,6 +38,15 @@ class EmbeddingNet(nn.Module):
                 f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
             )
 
+    def start_residual_blocks_as_identity(self) -> None:
+        """Zero the last BatchNorm scale of every bottleneck, so each block starts as the identity.
+
+        For training from random weights only: a deep ResNet then trains like a shallow one at
+        first, which is what lets a short CPU budget get somewhere (Goyal et al., 2017)."""
+        for module in self.trunk.modules():
+            if isinstance(module, torchvision.models.resnet.Bottleneck):
+                nn.init.zeros_(module.bn3.weight)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.trunk(images)
         return F.normalize(self.projection(features).float(), dim=1)

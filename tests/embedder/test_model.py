@@ -24,3 +24,15 @@ def test_trunk_loads_torchvision_state_dict_and_rejects_others():
         assert "missing keys" in str(error)
     else:
         raise AssertionError("a foreign state dict was accepted")
+
+
+def test_residual_blocks_start_as_identity_for_training_from_scratch():
+    model = EmbeddingNet(embedding_size=8).eval()
+    model.start_residual_blocks_as_identity()
+    block = model.trunk.layer1[1]  # no downsample: the block is relu(x + branch(x))
+    x = torch.randn(2, 256, 8, 8)
+    with torch.inference_mode():
+        assert torch.allclose(block(x), torch.relu(x))
+        # The network as a whole still maps different images to different embeddings.
+        out = model(torch.randn(4, 3, 32, 32))
+    assert torch.cdist(out, out)[~torch.eye(4, dtype=torch.bool)].min() > 0
