@@ -30,7 +30,7 @@ def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
         log.info("%s is up to date; reusing it (build-index --force rebuilds)", output)
         with h5py.File(output, "r") as handle:
             embedded = handle["embeddings"].shape[0]
-        return ExtractionReport(len(catalog), embedded, device=device, reused=True)
+        return ExtractionReport(len(catalog), embedded, device=device, reused=True, rejected=catalog.rejected)
     if force:
         output.with_name(output.name + ".partial").unlink(missing_ok=True)
     return embed_catalog(
@@ -41,6 +41,9 @@ def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
         batch_size=config.embedder.batch_size,
         workers=config.embedder.workers,
         device=device,
+        precision=config.embedder.precision,
+        compile_model=config.embedder.compile,
+        runtime=config.embedder.runtime,
     )
 
 
@@ -55,5 +58,7 @@ def is_current(path: Path, attributes: dict, catalog_items: int) -> bool:
     except (OSError, KeyError):
         return False
     same = all(stored.get(key) == attributes[key] for key in ("checkpoint_sha256", "catalog_kind", "catalog_root", "catalog_subset"))
+    # Files from before catalog options existed were made with none.
+    same = same and stored.get("catalog_options", "{}") == attributes.get("catalog_options", "{}")
     return same and rows + int(stored.get("skipped", 0)) == catalog_items
 

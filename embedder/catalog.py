@@ -4,7 +4,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import numpy as np
 from PIL import Image
 
 
@@ -28,6 +30,14 @@ class CatalogItem:
     bbox: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2 in pixels
 
 
+class ItemAttributes(NamedTuple):
+    """Labelled attributes of a catalog's items, in item order (written to embeddings.h5 as `attributes`)."""
+
+    names: list[str]  # "striped", "long sleeve", "colour: navy blue", ...
+    kinds: list[str]  # per attribute: "texture", "fabric", "shape", "part", "style", "colour", ...
+    values: np.ndarray  # int8 N x A: 1 the item has it, -1 it has not, 0 unknown
+
+
 class Catalog:
     """A read catalog: its items, class names, and a way to open each item's image."""
 
@@ -44,6 +54,20 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Reading options that change the items or their splits beyond kind, root and subset (recorded in embeddings.h5)."""
+        return {}
+
+    @property
+    def rejected(self) -> list[str]:
+        """Rows of the catalog's files that were skipped while reading, each 'file, line n: why'."""
+        return []
+
+    def item_attributes(self) -> ItemAttributes | None:
+        """The items' labelled attributes, or None when the catalog has none."""
+        return None
 
     def open_image(self, index: int) -> Image.Image:
         """The RGB image of item ``index``, cropped as the catalog says; CatalogImageError if unreadable."""

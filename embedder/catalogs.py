@@ -7,10 +7,17 @@ from config import CatalogConfig
 from embedder.catalog import Catalog, CatalogError
 from embedder.deepfashion import DeepFashionCatalog
 from embedder.fashion_mnist import FashionMnistCatalog, locate_fashion_mnist
+from embedder.fashion_product_images import FashionProductImagesCatalog
+from embedder.subset import limit_catalog
 
 
 def open_catalog(catalog: CatalogConfig, download_dir: Path) -> Catalog:
-    """The catalog that ``catalog`` describes; Fashion-MNIST may be downloaded into ``download_dir``."""
+    """The catalog that ``catalog`` describes, or ``catalog.limit`` items of it spread evenly when that is set."""
+    return limit_catalog(open_whole_catalog(catalog, download_dir), catalog.limit)
+
+
+def open_whole_catalog(catalog: CatalogConfig, download_dir: Path) -> Catalog:
+    """Every item of the catalog that ``catalog`` describes; Fashion-MNIST may be downloaded into ``download_dir``."""
     if catalog.kind == "fashion-mnist":
         return FashionMnistCatalog(locate_fashion_mnist(catalog.root, download_dir))
     if catalog.kind == "deepfashion":
@@ -20,4 +27,12 @@ def open_catalog(catalog: CatalogConfig, download_dir: Path) -> Catalog:
                 "that holds Anno/, Eval/ and img/; `python manage.py make-sample-catalog DIR` writes a small one"
             )
         return DeepFashionCatalog(catalog.root, subset=catalog.subset)
-    raise CatalogError(f"catalog.kind {catalog.kind!r} is not one of fashion-mnist, deepfashion")
+    if catalog.kind == "fashion-product-images":
+        if catalog.root is None:
+            raise CatalogError(
+                "a Fashion Product Images catalog needs catalog.root (LOOKBOOK_CATALOG_ROOT, or --root): the directory "
+                "that holds styles.csv and images/; `python manage.py make-sample-catalog --layout "
+                "fashion-product-images DIR` writes a small one"
+            )
+        return FashionProductImagesCatalog(catalog.root, split=catalog.split, article_types=catalog.article_types)
+    raise CatalogError(f"catalog.kind {catalog.kind!r} is not one of fashion-mnist, deepfashion, fashion-product-images")

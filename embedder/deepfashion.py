@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from embedder.annotations import Annotation, paused_gc, read_annotation, read_sign_matrix
-from embedder.catalog import Catalog, CatalogError, CatalogImageError, CatalogItem
+from embedder.catalog import Catalog, CatalogError, CatalogImageError, CatalogItem, ItemAttributes
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,14 @@ class DeepFashionCatalog(Catalog):
         names = [" ".join(name.split()) for name, _ in table.rows]
         values = read_sign_matrix(img, len(names), self.image_names)
         return Attributes(names, np.array([t for _, t in table.rows], dtype=np.int8), values)
+
+    def item_attributes(self) -> ItemAttributes | None:
+        """read_attributes with each attribute's type named (texture, fabric, shape, part, style)."""
+        attributes = self.read_attributes()
+        if attributes is None:
+            return None
+        kinds = [ATTRIBUTE_TYPES[int(code)] for code in attributes.types]
+        return ItemAttributes(attributes.names, kinds, attributes.values)
 
 
 class ItemNames:

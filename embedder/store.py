@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from embedder.catalog import CatalogItem
+from embedder.catalog import CatalogItem, ItemAttributes
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,18 @@ class PartialEmbeddings:
             Skipped(items[row].item_id, items[row].path, _text(reason)) for row, reason in zip(rows, reasons)
         ]
 
-    def finish(self, final_path: Path, items: Sequence[CatalogItem], attributes: dict) -> int:
-        """Write the embedded rows to ``final_path`` atomically and remove the partial file; returns N."""
+    def finish(
+        self,
+        final_path: Path,
+        items: Sequence[CatalogItem],
+        attributes: dict,
+        item_attributes: ItemAttributes | None = None,
+    ) -> int:
+        """Write the embedded rows to ``final_path`` atomically and remove the partial file; returns N.
+
+        ``attributes`` become HDF5 attributes; ``item_attributes`` (the catalog's labelled attributes,
+        one row per catalog item) the optional ``attributes`` dataset, for the embedded rows.
+        """
         if len(self.pending_rows()):
             raise RuntimeError(f"{self.path}: {len(self.pending_rows())} rows are not embedded yet")
         keep = np.flatnonzero(self.status == EMBEDDED)
@@ -122,6 +132,8 @@ class PartialEmbeddings:
             out.create_dataset("label", data=np.array([it.label for it in kept], dtype=np.int32))
             out.create_dataset("split", data=[it.split for it in kept], dtype=STRING)
             out.create_dataset("title", data=[it.title for it in kept], dtype=STRING)
+            if item_attributes is not None:
+                _write_item_attributes(out, item_attributes, keep, len(items))
             out.attrs.update(
                 {
                     "format": FORMAT,
@@ -139,6 +151,16 @@ class PartialEmbeddings:
         """Close the partial file, keeping it for a later resume."""
         if self.file.id.valid:
             self.file.close()
+
+
+def _write_item_attributes(out: h5py.File, item_attributes: ItemAttributes, keep: np.ndarray, count: int) -> None:
+    names, kinds, values = item_attributes
+    if values.shape != (count, len(names)) or len(kinds) != len(names):
+        raise ValueError(f"item attributes of shape {values.shape} for {len(names)} names and {count} items")
+    out.create_dataset("attributes", data=np.asarray(values, dtype=np.int8)[keep],
+                       chunks=(max(1, min(CHUNK_ROWS, len(keep))), max(1, len(names))))
+    out.attrs["attribute_names"] = json.dumps(list(names))
+    out.attrs["attribute_kinds"] = json.dumps(list(kinds))
 
 
 def _text(value: bytes | str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,10 @@ class EmbeddingsFile:
     has_titles: bool
     class_names: list[str]
     created_at: str
+    # Optional: the catalog's labelled attributes (DeepFashion's list_attr_img.txt), 1 / -1 / 0 per item.
+    attributes: np.ndarray | None = None  # N x A int8
+    attribute_names: list[str] = field(default_factory=list)
+    attribute_kinds: list[str] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -116,6 +120,7 @@ def read_embeddings(path: str | Path) -> EmbeddingsFile:
         columns = {name: _read_strings(path, handle, name, count) for name in STRING_DATASETS}
         label = _read_labels(path, handle, count)
         attrs = _read_attrs(path, handle)
+        attrs.update(_read_item_attributes(path, handle, count))
     if vectors.shape[1] != attrs["embedding_size"]:
         raise _error(
             path,
@@ -231,6 +236,28 @@ def _read_attrs(path: Path, handle: h5py.File) -> dict[str, Any]:
     attrs.update({name: str(attrs[name]) for name in text_attrs})
     attrs.update(preprocessing=preprocessing, class_names=class_names, has_titles=bool(attrs["has_titles"]))
     return attrs
+
+
+def _read_item_attributes(path: Path, handle: h5py.File, count: int) -> dict[str, Any]:
+    """The optional `attributes` dataset with its names and kinds; {} when the file has none."""
+    if "attributes" not in handle:
+        return {}
+    dataset = handle["attributes"]
+    if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 2 or dataset.shape[0] != count:
+        raise _error(path, f"dataset 'attributes' has shape {getattr(dataset, 'shape', None)}, expected ({count}, A)")
+    if not np.issubdtype(dataset.dtype, np.integer):
+        raise _error(path, f"dataset 'attributes' has dtype {dataset.dtype}, expected int8")
+    for name in ("attribute_names", "attribute_kinds"):
+        if name not in handle.attrs:
+            raise _error(path, f"dataset 'attributes' is there but the attribute {name!r} is missing")
+    names, kinds = _read_json_attr(path, handle, "attribute_names"), _read_json_attr(path, handle, "attribute_kinds")
+    for name, value in (("attribute_names", names), ("attribute_kinds", kinds)):
+        if not isinstance(value, list) or len(value) != dataset.shape[1] or not all(isinstance(v, str) for v in value):
+            raise _error(path, f"attribute {name!r} must be a JSON list of {dataset.shape[1]} strings")
+    values = dataset[()].astype(np.int8)
+    if values.size and not np.isin(values, (-1, 0, 1)).all():
+        raise _error(path, "dataset 'attributes' holds values other than 1, -1 and 0")
+    return {"attributes": values, "attribute_names": names, "attribute_kinds": kinds}
 
 
 def _check_columns(path: Path, columns: dict[str, np.ndarray], label: np.ndarray, num_classes: int) -> None:

@@ -196,7 +196,7 @@ def test_attributes_line_up_with_items(sample_catalog_root):
     catalog = DeepFashionCatalog(sample_catalog_root, "upper")
     names, types, values = catalog.read_attributes()
     assert names[:3] == ["striped", "polka dot", "plaid"] and "long sleeve" in names
-    assert types.dtype == np.int8 and types.tolist() == [1, 1, 1, 2, 2, 3, 4, 4, 4, 4, 5]
+    assert types.dtype == np.int8 and types.tolist() == [1, 1, 1, 2, 2, 3, 4, 4, 4, 4, 4, 5]
     assert values.dtype == np.int8 and values.shape == (len(catalog), len(names))
     assert set(np.unique(values)) <= {-1, 0, 1}
     for item, row in zip(catalog.items, values):

@@ -9,6 +9,7 @@ from PIL import Image
 
 from embedder.deepfashion import ATTR_CLOTH, ATTR_IMG, BBOX, CATEGORY_CLOTH, CATEGORY_IMG, PARTITION
 from embedder.sample_catalog import COLOURS, GARMENTS, write_sample_catalog
+from embedder.sample_drawing import SLEEVE_WORDS
 
 FILES = (CATEGORY_CLOTH, CATEGORY_IMG, BBOX, PARTITION, ATTR_CLOTH, ATTR_IMG)
 
@@ -44,9 +45,14 @@ def test_titles_say_what_is_drawn(sample_catalog_root):
     colours = "|".join(colour.replace(" ", "_") for colour in COLOURS)
     for name, label in rows(sample_catalog_root, CATEGORY_IMG):
         folder = name.split("/")[1]
-        match = re.fullmatch(rf"({colours})_(?:(Striped|Polka_Dot|Plaid)_)?([A-Za-z-]+)", folder)
+        match = re.fullmatch(
+            rf"({colours})_(?:(Striped|Polka_Dot|Plaid)_)?(?:(Long-Sleeve|Short-Sleeve|Sleeveless)_)?([A-Za-z-]+)", folder
+        )
         assert match, folder
-        assert match.group(3) == category_names[int(label) - 1]
+        garment = GARMENTS[int(label) - 1]
+        assert match.group(4) == category_names[int(label) - 1] == garment.name
+        assert (match.group(3) or "") == SLEEVE_WORDS[garment.sleeves] or match.group(3) in {
+            SLEEVE_WORDS[variant.sleeves] for variant in garment.variants}
 
 
 def test_boxes_lie_inside_varied_images_and_hold_the_garment(sample_catalog_root):
@@ -101,3 +107,16 @@ def test_refuses_impossible_requests(tmp_path):
         write_sample_catalog(tmp_path / "none", images_per_category=0)
     with pytest.raises(ValueError, match="cannot damage"):
         write_sample_catalog(tmp_path / "all", images_per_category=1, truncated=9, missing=1)
+
+
+def test_sleeve_length_is_drawn_and_named(tmp_path):
+    """Tees come with short and long sleeves; the title and the attribute row say which, and so does the outline."""
+    root = write_sample_catalog(tmp_path / "tees", images_per_category=30, seed=2)
+    names = [" ".join(row[:-1]) for row in rows(root, ATTR_CLOTH)]
+    tees = [row for row in rows(root, ATTR_IMG) if row[0].split("/")[1].endswith("_Tee")]
+    titles = {row[0].split("/")[1] for row in tees}
+    assert any("_Long-Sleeve_" in title for title in titles) and any("_Short-Sleeve_" in title for title in titles)
+    for row in tees:
+        values = dict(zip(names, map(int, row[1:])))
+        long = "_Long-Sleeve_" in row[0]
+        assert (values["long sleeve"], values["short sleeve"], values["sleeveless"]) == ((1, -1, -1) if long else (-1, 1, -1))
