@@ -1,21 +1,31 @@
-"""kNN classification accuracy of catalog embeddings: one split queries an exact index of others."""
+"""kNN accuracy and retrieval quality of catalog embeddings, per class: one split queries an exact index of others.
+
+The metrics are defined in ``indexer.metrics``; this module runs the search once (with the largest k
+anyone asked for), votes, scores every query, and gathers the results per class, micro and macro.
+"""
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from indexer import metrics
 from indexer.embeddings_file import EmbeddingsFile
 from indexer.index import build_index, search
 from indexer.knn import describe_weighting, exclude_self, knn_vote, top_classes
+from indexer.map_at_r import map_at_r_per_query
 
 log = logging.getLogger(__name__)
 
 TOP_N = 5
+# Per-class and averaged metrics, in report order.
+METRICS = ("top1", "top3", "top5", "precision_at_k", "recall_at_k", "map_at_r")
+CONFUSED_PAIRS = 10
+LEAVE_ONE_OUT = "leave-one-out"
 
 
 class EvaluationError(ValueError):
@@ -24,38 +34,84 @@ class EvaluationError(ValueError):
 
 @dataclass(frozen=True)
 class ClassResult:
-    """Accuracy on the queries of one class; None when the class has no queries."""
+    """The metrics of one class's queries (see indexer.metrics); None when the class has no queries."""
 
     name: str
     queries: int
     top1: float | None
+    top3: float | None
     top5: float | None
+    precision_at_k: float | None
+    recall_at_k: float | None
+    map_at_r: float | None  # None also when mAP@R was not computed or the class has no other index item
 
 
 @dataclass(frozen=True, eq=False)
 class Evaluation:
-    """The protocol, per-class and overall accuracy, and each query's predictions."""
+    """The protocol, per-class, micro and macro results, each query's predictions and neighbours, and timings."""
 
     protocol: dict[str, Any]
     classes: list[ClassResult]
-    top1: float  # micro: over all queries
-    top5: float
-    macro_top1: float  # mean over the classes that have queries
-    macro_top5: float
+    micro: dict[str, float]  # metric -> mean over all queries (NaN: not computed)
+    macro: dict[str, float]  # metric -> mean over the classes that have queries
     class_names: list[str]
     query_rows: np.ndarray  # nq: each query's row in the embeddings file
     query_labels: np.ndarray  # nq: true class
     predictions: np.ndarray  # nq x min(5, C): best classes first; -1 past the classes that got votes
     prediction_scores: np.ndarray  # nq x min(5, C): their vote shares
+    neighbours: np.ndarray  # nq x max(k, sweep): file rows of the nearest index items, -1 = none
+    distances: np.ndarray  # the faiss distances of those neighbours
+    query_map_at_r: np.ndarray  # nq: AP@R per query, NaN where undefined or not computed
+    confusion: np.ndarray  # C x C: true class (row) x top-1 prediction (column)
+    row_labels: np.ndarray  # N: the class of every row of the embeddings file (to read neighbours' classes)
+    sweep: list[dict[str, float]]  # one row per k: k, top1, top5, macro_top1, macro_top5, precision, recall
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per stage
+
+    @property
+    def top1(self) -> float:
+        """Top-1 kNN accuracy over all queries."""
+        return self.micro["top1"]
+
+    @property
+    def top5(self) -> float:
+        """Top-5 kNN accuracy over all queries."""
+        return self.micro["top5"]
+
+    @property
+    def macro_top1(self) -> float:
+        """Top-1 kNN accuracy averaged over the classes that have queries."""
+        return self.macro["top1"]
+
+    @property
+    def macro_top5(self) -> float:
+        """Top-5 kNN accuracy averaged over the classes that have queries."""
+        return self.macro["top5"]
+
+    @property
+    def k(self) -> int:
+        """The neighbours in the vote and in precision@k / recall@k."""
+        return int(self.protocol["k"])
+
+    def confused_pairs(self, n: int = CONFUSED_PAIRS) -> list[dict[str, Any]]:
+        """The n most frequent (true -> predicted) mistakes, with counts and the share of the true class's queries."""
+        queries = self.confusion.sum(axis=1)
+        return [
+            {"true": self.class_names[true], "predicted": self.class_names[predicted], "count": count,
+             "share": count / int(queries[true])}
+            for true, predicted, count in metrics.confused_pairs(self.confusion, n)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (no per-query arrays): protocol, overall, macro and per-class rows."""
+        """A JSON-ready summary (no per-query arrays); NaN stays NaN here, the writers turn it into null."""
         return {
             "protocol": self.protocol,
-            "overall": {"top1": self.top1, "top5": self.top5, "queries": int(self.query_rows.size)},
-            "macro": {"top1": self.macro_top1, "top5": self.macro_top5,
-                      "classes": sum(1 for row in self.classes if row.queries)},
+            "overall": {**self.micro, "queries": int(self.query_rows.size)},
+            "macro": {**self.macro, "classes": sum(1 for row in self.classes if row.queries)},
             "classes": [dataclasses.asdict(row) for row in self.classes],
+            "confused_pairs": self.confused_pairs(),
+            "confusion": {"classes": self.class_names, "counts": self.confusion.tolist()},
+            "k_sweep": self.sweep,
+            "timings_s": self.timings,
         }
 
 
@@ -89,19 +145,6 @@ def query_neighbours(
     return D, I
 
 
-def _class_results(
-    class_names: list[str], labels: np.ndarray, hit1: np.ndarray, hit5: np.ndarray
-) -> list[ClassResult]:
-    num_classes = len(class_names)
-    queries = np.bincount(labels, minlength=num_classes)
-    hits1 = np.bincount(labels, weights=hit1, minlength=num_classes)
-    hits5 = np.bincount(labels, weights=hit5, minlength=num_classes)
-    return [
-        ClassResult(name, int(n), float(h1 / n) if n else None, float(h5 / n) if n else None)
-        for name, n, h1, h5 in zip(class_names, queries, hits1, hits5)
-    ]
-
-
 def _predict(
     D: np.ndarray, I: np.ndarray, labels: np.ndarray, num_classes: int, metric: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -112,9 +155,82 @@ def _predict(
     return predictions, prediction_scores
 
 
-def _macro(values: list[float | None]) -> float:
-    present = [value for value in values if value is not None]
-    return float(np.mean(present)) if present else math.nan
+def accuracy_by_k(
+    D: np.ndarray, I: np.ndarray, labels: np.ndarray, query_labels: np.ndarray, ks: list[int], num_classes: int,
+    metric: str = "ip",
+) -> list[dict[str, float]]:
+    """Top-1 / top-5 (micro and macro), precision@k and recall@k for each k, voting on the first k columns."""
+    rows = []
+    relevant = metrics.relevance(metrics.neighbour_labels(I, labels), query_labels)
+    for k in ks:
+        predictions, _ = _predict(D[:, :k], I[:, :k], labels, num_classes, metric)
+        hit1 = metrics.top_n_hits(predictions, query_labels, 1)
+        hit5 = metrics.top_n_hits(predictions, query_labels, 5)
+        rows.append({
+            "k": int(k),
+            "top1": metrics.micro_mean(hit1),
+            "top5": metrics.micro_mean(hit5),
+            "macro_top1": metrics.macro_mean(metrics.per_class_mean(hit1, query_labels, num_classes)),
+            "macro_top5": metrics.macro_mean(metrics.per_class_mean(hit5, query_labels, num_classes)),
+            "precision_at_k": metrics.micro_mean(metrics.precision_at_k(relevant, k)),
+            "recall_at_k": metrics.micro_mean(metrics.recall_at_k(relevant, k)),
+        })
+    return rows
+
+
+def _per_query(predictions: np.ndarray, labels: np.ndarray, relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    return {
+        "top1": metrics.top_n_hits(predictions, labels, 1).astype(np.float64),
+        "top3": metrics.top_n_hits(predictions, labels, 3).astype(np.float64),
+        "top5": metrics.top_n_hits(predictions, labels, 5).astype(np.float64),
+        "precision_at_k": metrics.precision_at_k(relevant, k),
+        "recall_at_k": metrics.recall_at_k(relevant, k),
+    }
+
+
+def _summaries(
+    values: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str]
+) -> tuple[list[ClassResult], dict[str, float], dict[str, float]]:
+    num_classes = len(class_names)
+    queries = np.bincount(labels, minlength=num_classes)
+    by_class = {name: metrics.per_class_mean(value, labels, num_classes) for name, value in values.items()}
+    classes = [
+        ClassResult(name, int(queries[c]), **{m: (None if np.isnan(by_class[m][c]) else float(by_class[m][c]))
+                                              for m in METRICS})
+        for c, name in enumerate(class_names)
+    ]
+    micro = {m: metrics.micro_mean(values[m]) for m in METRICS}
+    macro = {m: metrics.macro_mean(by_class[m]) for m in METRICS}
+    return classes, micro, macro
+
+
+def _protocol(vectors, query_rows, index_rows, query_splits, index_splits, k, metric, leave_one_out, map_r):
+    return {
+        "embeddings_file": str(vectors.source),
+        "model_name": vectors.model_name,
+        "checkpoint_sha256": vectors.checkpoint_sha256,
+        "mode": LEAVE_ONE_OUT if leave_one_out else "held-out split",
+        "query_split": "all" if leave_one_out else query_splits[0],
+        "index_splits": ["all"] if leave_one_out else list(index_splits),
+        "k": k,
+        "metric": metric,
+        "weighting": describe_weighting(metric),
+        "self_matches_excluded": bool(np.isin(query_rows, index_rows).any()),
+        "queries": int(query_rows.size),
+        "index_items": int(index_rows.size),
+        "map_at_r": "computed over the whole index" if map_r else "not computed",
+    }
+
+
+def _query_and_index_rows(
+    vectors: EmbeddingsFile, query_split: str, index_splits: tuple[str, ...], leave_one_out: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    if not leave_one_out:
+        return _split_rows(vectors, (query_split,), "query"), _split_rows(vectors, index_splits, "index")
+    if vectors.count < 2:
+        raise EvaluationError(f"{vectors.source}: leave-one-out needs at least 2 items, found {vectors.count}")
+    everything = np.arange(vectors.count, dtype=np.int64)
+    return everything, everything
 
 
 def evaluate_knn(
@@ -125,46 +241,48 @@ def evaluate_knn(
     metric: str = "ip",
     *,
     use_gpu: str = "auto",
+    leave_one_out: bool = False,
+    k_sweep: tuple[int, ...] = (),
+    map_at_r: bool = True,
 ) -> Evaluation:
-    """Top-1 / top-5 accuracy of a k-nearest-neighbour vote, per class and overall."""
-    if k < 1:
-        raise EvaluationError(f"k must be at least 1, got {k}")
+    """Per-class kNN accuracy and retrieval metrics of queries against an index (or every item against the rest)."""
+    if k < 1 or any(value < 1 for value in k_sweep):
+        raise EvaluationError(f"k must be at least 1, got {k}" + (f" (sweep {list(k_sweep)})" if k_sweep else ""))
     index_splits = tuple(index_splits)
-    query_rows = _split_rows(vectors, (query_split,), "query")
-    index_rows = _split_rows(vectors, index_splits, "index")
-    log.info("evaluating %d %s queries against %d items of %s, k=%d",
-             query_rows.size, query_split, index_rows.size, "+".join(index_splits), k)
-    D, I = query_neighbours(vectors, query_rows, index_rows, k, metric, use_gpu)
-    predictions, prediction_scores = _predict(D, I, vectors.label, len(vectors.class_names), metric)
-    labels = vectors.label[query_rows]
-    hit1 = predictions[:, 0] == labels
-    hit5 = (predictions == labels[:, None]).any(axis=1)
-    classes = _class_results(vectors.class_names, labels, hit1, hit5)
-    protocol = {
-        "embeddings_file": str(vectors.source),
-        "model_name": vectors.model_name,
-        "checkpoint_sha256": vectors.checkpoint_sha256,
-        "query_split": query_split,
-        "index_splits": list(index_splits),
-        "k": k,
-        "metric": metric,
-        "weighting": describe_weighting(metric),
-        "self_matches_excluded": bool(np.isin(query_rows, index_rows).any()),
-        "queries": int(query_rows.size),
-        "index_items": int(index_rows.size),
-    }
+    query_rows, index_rows = _query_and_index_rows(vectors, query_split, index_splits, leave_one_out)
+    ks = sorted(set(k_sweep) | {k})
+    log.info("evaluating %d queries against %d items (%s), k=%d", query_rows.size, index_rows.size,
+             LEAVE_ONE_OUT if leave_one_out else f"{query_split} -> {'+'.join(index_splits)}", k)
+    timings, started = {}, time.perf_counter()
+    D, I = query_neighbours(vectors, query_rows, index_rows, ks[-1], metric, use_gpu)
+    timings["search"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    num_classes, labels = len(vectors.class_names), vectors.label[query_rows]
+    predictions, prediction_scores = _predict(D[:, :k], I[:, :k], vectors.label, num_classes, metric)
+    relevant = metrics.relevance(metrics.neighbour_labels(I, vectors.label), labels)
+    values = _per_query(predictions, labels, relevant, k)
+    sweep = accuracy_by_k(D, I, vectors.label, labels, ks, num_classes, metric)
+    confusion = metrics.confusion_matrix(labels, predictions[:, 0], num_classes)
+    timings["vote_and_metrics"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    values["map_at_r"] = np.full(query_rows.size, np.nan)
+    if map_at_r:
+        positions = np.minimum(np.searchsorted(index_rows, query_rows), index_rows.size - 1)
+        self_positions = np.where(index_rows[positions] == query_rows, positions, -1)
+        values["map_at_r"] = map_at_r_per_query(vectors.embeddings[query_rows], labels, vectors.embeddings[index_rows],
+                                                vectors.label[index_rows], self_positions, metric)
+        timings["map_at_r"] = time.perf_counter() - started
+    classes, micro, macro = _summaries(values, labels, vectors.class_names)
     return Evaluation(
-        protocol=protocol,
-        classes=classes,
-        top1=float(hit1.mean()),
-        top5=float(hit5.mean()),
-        macro_top1=_macro([row.top1 for row in classes]),
-        macro_top5=_macro([row.top5 for row in classes]),
-        class_names=list(vectors.class_names),
-        query_rows=query_rows,
-        query_labels=labels,
-        predictions=predictions,
-        prediction_scores=prediction_scores,
+        protocol=_protocol(vectors, query_rows, index_rows, (query_split,), index_splits, k, metric, leave_one_out,
+                           map_at_r),
+        classes=classes, micro=micro, macro=macro, class_names=list(vectors.class_names),
+        query_rows=query_rows, query_labels=labels, predictions=predictions, prediction_scores=prediction_scores,
+        neighbours=I, distances=D, query_map_at_r=values["map_at_r"], confusion=confusion,
+        row_labels=vectors.label, sweep=sweep,
+        timings=timings,
     )
 
 

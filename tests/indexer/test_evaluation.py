@@ -114,3 +114,58 @@ def test_matches_a_brute_force_reference(embeddings_path):
 def test_rejects_k_below_one(tiny):
     with pytest.raises(EvaluationError, match="k must be at least 1"):
         evaluate_knn(tiny, "test", ("train",), 0)
+
+
+def test_known_retrieval_metrics_per_class(tiny):
+    # Neighbours (k=3) as listed in ROWS; R = index items of the class: a 2, b 2, c 1.
+    # P@3: q5 2/3, q6 2/3, q7 1/3, q8 1/3 (c has one index item: 1/3 is its best), q9 0.
+    # AP@R: q5 1 (rows 1, 0), q6 1 (rows 3, 2), q7 0 (rows 1, 0 are a), q8 1, q9 0 (rows 4, 2).
+    result = evaluate_knn(tiny, "test", ("train",), k=3)
+    by_name = {row.name: row for row in result.classes}
+    a, b, c, d = (by_name[name] for name in NAMES)
+    assert (a.top3, a.precision_at_k, a.recall_at_k, a.map_at_r) == pytest.approx((0.5, 1 / 3, 0.5, 0.5))
+    assert (b.top3, b.precision_at_k, b.recall_at_k, b.map_at_r) == pytest.approx((1.0, 0.5, 1.0, 0.5))
+    assert (c.top3, c.precision_at_k, c.recall_at_k, c.map_at_r) == pytest.approx((1.0, 1 / 3, 1.0, 1.0))
+    assert (d.top3, d.precision_at_k, d.recall_at_k, d.map_at_r) == (None, None, None, None)
+    assert result.micro == pytest.approx({"top1": 0.6, "top3": 0.8, "top5": 0.8, "precision_at_k": 0.4,
+                                          "recall_at_k": 0.8, "map_at_r": 0.6})
+    assert result.macro["precision_at_k"] == pytest.approx(7 / 18)
+    assert result.macro["map_at_r"] == pytest.approx(2 / 3)
+    assert result.query_map_at_r.tolist() == pytest.approx([1, 1, 0, 1, 0])
+    # q7 (b) was taken for a, q9 (a) for c: equal counts, so class order decides.
+    assert [(p["true"], p["predicted"], p["count"]) for p in result.confused_pairs()] == [("a", "c", 1), ("b", "a", 1)]
+    assert result.confusion.sum() == 5 and result.confusion[1, 0] == 1
+
+
+def test_the_k_sweep_votes_on_prefixes_of_one_search(tiny):
+    result = evaluate_knn(tiny, "test", ("train",), k=3, k_sweep=(1, 5))
+    assert [row["k"] for row in result.sweep] == [1, 3, 5]
+    at = {row["k"]: row for row in result.sweep}
+    # k=1: the nearest item decides: q5 a, q6 b, q7 a (wrong), q8 c, q9 c (wrong).
+    assert at[1]["top1"] == pytest.approx(3 / 5) and at[1]["precision_at_k"] == pytest.approx(3 / 5)
+    assert at[3]["top1"] == result.top1 and at[3]["precision_at_k"] == result.micro["precision_at_k"]
+    assert result.neighbours.shape == (5, 5) and result.k == 3
+    # The report's own vote uses only the first k=3 neighbours, whatever the sweep searched.
+    assert result.predictions.tolist() == evaluate_knn(tiny, "test", ("train",), k=3).predictions.tolist()
+
+
+def test_leave_one_out_queries_every_item_against_all_others(tiny):
+    result = evaluate_knn(tiny, "test", ("train",), k=2, leave_one_out=True)
+    assert result.query_rows.tolist() == list(range(len(ROWS)))
+    assert result.protocol["mode"] == "leave-one-out" and result.protocol["self_matches_excluded"] is True
+    assert result.protocol["index_items"] == len(ROWS)
+    assert not (result.neighbours == result.query_rows[:, None]).any()
+    # d has a single item: no other item of its class, so no AP@R for it.
+    assert result.classes[3].map_at_r is None and result.classes[3].queries == 1
+    similarity = tiny.embeddings @ tiny.embeddings.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :2]
+    expected = (tiny.label[nearest] == tiny.label[:, None]).mean(axis=1)
+    assert result.micro["precision_at_k"] == pytest.approx(expected.mean())
+
+
+def test_map_at_r_can_be_left_out(tiny):
+    result = evaluate_knn(tiny, "test", ("train",), k=3, map_at_r=False)
+    assert all(row.map_at_r is None for row in result.classes)
+    assert np.isnan(result.micro["map_at_r"]) and "map_at_r" not in result.timings
+    assert result.protocol["map_at_r"] == "not computed"

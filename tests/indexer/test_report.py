@@ -25,10 +25,10 @@ def evaluation(tmp_path):
 
 def test_table_lists_every_class_then_totals(evaluation):
     lines = evaluation_table(evaluation).splitlines()
-    assert lines[0].split() == ["class", "n", "top-1", "top-5"]
+    assert lines[0].split() == ["class", "n", "top-1", "top-3", "top-5", "P@3", "R@3", "mAP@R"]
     body = lines[2:2 + len(NAMES)]
     assert [line.split("  ")[0].strip() for line in body] == NAMES
-    assert body[3].split()[-3:] == ["0", "-", "-"]  # no queries: no accuracy
+    assert body[3].split()[-7:] == ["0"] + ["-"] * 6  # no queries: no accuracy
     assert lines[-2].startswith("overall (micro)") and f"{100 * evaluation.top1:.1f}%" in lines[-2]
     assert lines[-1].startswith("macro (3 classes)")
     assert len({len(line) for line in lines[:2]}) == 1  # the rule is as wide as the header
@@ -45,12 +45,14 @@ def test_written_files_parse_and_hold_one_row_per_class(evaluation, tmp_path):
     assert data["overall"]["top1"] == pytest.approx(evaluation.top1)
     assert data["overall"]["queries"] == 8
     assert [row["name"] for row in data["classes"]] == NAMES
-    assert data["classes"][3] == {"name": "Ankle boot", "queries": 0, "top1": None, "top5": None}
+    assert data["classes"][3] == {"name": "Ankle boot", "queries": 0, "top1": None, "top3": None, "top5": None,
+                                  "precision_at_k": None, "recall_at_k": None, "map_at_r": None}
 
     markdown = md_path.read_text()
     protocol_at, table_at = markdown.index("## Protocol"), markdown.index("| class |")
     assert protocol_at < table_at and "similarity-weighted vote" in markdown[protocol_at:table_at]
-    rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| class")]
+    per_class = markdown[markdown.index("## Per class"):markdown.index("## Totals")]
+    rows = [line for line in per_class.splitlines() if line.startswith("| ") and not line.startswith("| class")]
     assert len(rows) == len(NAMES)
     assert rows[2].startswith("| Bag\\|Case |")  # a '|' in a name does not split the cell
     assert "**overall (micro)**" in markdown
