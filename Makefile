@@ -8,7 +8,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DEMO_CONFIG ?= configs/demo.toml
 PYTEST_ARGS ?=
 
-.PHONY: install catalog demo test bench clean
+.PHONY: install catalog browser demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -36,7 +36,18 @@ demo: catalog
 	$(PY) manage.py --config $(DEMO_CONFIG) evaluate
 	$(PY) manage.py --config $(DEMO_CONFIG) serve
 
-test: catalog
+# Debian's chromium for the browser test (Playwright drives it; it never downloads a browser of its own).
+# Tolerant of failure like the catalog: without it, the browser test is skipped and says why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  echo "Installing Debian's chromium for the browser test"; \
+	  $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+	  || { $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1; } \
+	  || echo "Could not install chromium; the browser test will be skipped."; \
+	fi
+
+test: catalog browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: catalog

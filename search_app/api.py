@@ -1,56 +1,102 @@
-"""The JSON API for programs: POST /api/search."""
+"""The JSON API for programs (and the search page's script): search, items, their images, the OpenAPI document."""
 from __future__ import annotations
 
 import time
+from importlib import resources
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from search_app.engine import SearchResult
-from search_app.uploads import read_upload
-from search_app.views import current_config, current_engine
+from search_app.query import SearchQuery, parse_search, require_item
+from search_app.results import Caption, SearchResult
+from search_app.uploads import preview_data_url
+from search_app.views import current_config, current_engine, item_image_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-MAX_K = 100
-
-
-def parse_k(text: str | None, default: int) -> int:
-    """The number of results asked for: a whole number from 1 to MAX_K, default when absent; else 400."""
-    if text is None or text.strip() == "":
-        return min(default, MAX_K)
-    try:
-        k = int(text.strip())
-    except ValueError:
-        k = None
-    if k is None or not 1 <= k <= MAX_K:
-        abort(400, f"k must be a whole number from 1 to {MAX_K}, got {text[:40]!r}")
-    return k
 
 
 @bp.post("/search")
 def search() -> Response:
-    """Search with the multipart field "image"; optional form field "k" results (default app.results)."""
+    """Search with a multipart "image" (optional crop_*), or JSON {"item_id": ...}; k, offset and category optional."""
     started = time.perf_counter()
-    k = parse_k(request.form.get("k"), current_config().app.results)
-    image = read_upload(request.files.get("image"), current_config().app.max_image_pixels)
-    result = current_engine().search(image, k)
-    return jsonify(result_json(result, total_ms=1e3 * (time.perf_counter() - started)))
+    app = current_config().app
+    engine = current_engine()
+    with engine.incoming_query(request.mimetype == "multipart/form-data"):
+        query = parse_search(request, engine, app.results, app.max_image_pixels)
+        result = query.run(engine)
+    return jsonify(result_json(result, query, total_ms=1e3 * (time.perf_counter() - started)))
 
 
-def result_json(result: SearchResult, total_ms: float) -> dict[str, Any]:
+@bp.get("/items/<item_id>")
+def item(item_id: str) -> Response:
+    """A catalog item's id, title, category, split and image URL; 404 for unknown ids."""
+    require_item(item_id, current_engine())
+    return jsonify(item_json(item_id))
+
+
+@bp.get("/items/<item_id>/image")
+def item_image(item_id: str) -> Response:
+    """A catalog item's image as JPEG; 404 for unknown ids."""
+    return item_image_response(item_id)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 document describing this API."""
+    document = resources.files("search_app").joinpath("openapi.json").read_bytes()
+    return current_app.response_class(document, mimetype="application/json")
+
+
+def item_json(item_id: str) -> dict[str, Any]:
+    """One catalog item as the API describes it."""
+    return {**current_engine().describe_item(item_id), "image_url": url_for("api.item_image", item_id=item_id)}
+
+
+def query_json(query: SearchQuery) -> dict[str, Any]:
+    """What was searched for: the catalog item, or the uploaded image as the model saw it (upright, cropped)."""
+    if query.item_id is not None:
+        return {"kind": "item", "item": item_json(query.item_id)}
+    crop = query.crop
+    answer: dict[str, Any] = {
+        "kind": "image",
+        "width": query.image.width,
+        "height": query.image.height,
+        "crop": None if crop is None else {"x": crop.x, "y": crop.y, "w": crop.w, "h": crop.h},
+    }
+    if query.preview:
+        answer["preview"] = preview_data_url(query.image)
+    return answer
+
+
+def caption_json(caption: Caption | None) -> dict[str, Any] | None:
+    """The caption, how it was made, and the predicted attributes with their vote shares."""
+    if caption is None:
+        return None
+    return {"text": caption.text, "method": caption.method,
+            "attributes": [{"name": a.name, "score": round(a.score, 6)} for a in caption.attributes]}
+
+
+def result_json(result: SearchResult, query: SearchQuery, total_ms: float) -> dict[str, Any]:
     """A SearchResult as the API's JSON answer."""
     answer: dict[str, Any] = {
+        "query": query_json(query),
         "predictions": [{"category": p.category, "score": round(p.score, 6)} for p in result.predictions],
-        "caption": None if result.caption is None else {"text": result.caption.text, "method": result.caption.method},
+        "caption": caption_json(result.caption),
+        "category": result.category,
+        "k": query.k,
+        "offset": result.offset,
+        "available": result.available,
+        "next_offset": result.offset + len(result.neighbours) if result.has_more else None,
         "results": [
             {
+                "rank": result.offset + number + 1,
                 "item_id": n.item_id,
                 "title": n.title,
                 "category": n.category,
                 "similarity": round(n.similarity, 6),
-                "image_url": url_for("pages.item_image", item_id=n.item_id),
+                "image_url": url_for("api.item_image", item_id=n.item_id),
             }
-            for n in result.neighbours
+            for number, n in enumerate(result.neighbours)
         ],
         "timing_ms": {
             "embed": round(result.embed_ms, 2),

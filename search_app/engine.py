@@ -1,13 +1,11 @@
 """The search engine behind the web app: embed a query, search the index, vote a category, serve item images."""
 from __future__ import annotations
 
-import io
+import contextlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +13,16 @@ import faiss
 import numpy as np
 from PIL import Image
 
-from config import CatalogConfig, Config, ConfigError
+from config import AppConfig, Config
 from indexer.embeddings_file import EmbeddingsFile, EmbeddingsFileError, read_embeddings
 from indexer.index import load_index
 from indexer.index import search as index_search
 from indexer.knn import knn_vote, top_classes
+from search_app.batching import MicroBatcher
+from search_app.filtering import CategorySearch, without_row
+from search_app.items import ItemTable, display_image, encode_jpeg
+from search_app.captioning import CaptionMaker
+from search_app.results import Neighbour, Prediction, SearchResult
 
 if TYPE_CHECKING:
     from embedder.checkpoint import LoadedEmbedder
@@ -27,108 +30,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREDICTIONS = 5
-# Fashion-MNIST items are 28×28: shown at that size they are unreadable smudges.
-MIN_IMAGE_SIDE = 160
-MAX_IMAGE_SIDE = 640
-JPEG_QUALITY = 88
-NO_CAPTIONS = "this catalog has no captions"
 REBUILD_HINT = "run `python manage.py build-index` first"
 CHECKPOINT_NAME = "embedder.pt"
-
-
-@dataclass(frozen=True)
-class ItemTable:
-    """What the app knows of each indexed item; row i is row i of the index and of embeddings.h5."""
-
-    item_id: np.ndarray  # N str
-    label: np.ndarray  # N int, index into class_names
-    title: np.ndarray  # N str, "" when the catalog has none
-    split: np.ndarray  # N str
-
-    @classmethod
-    def from_embeddings(cls, stored: EmbeddingsFile) -> ItemTable:
-        """The item columns of a read embeddings.h5."""
-        return cls(stored.item_id, stored.label, stored.title, stored.split)
-
-    def __len__(self) -> int:
-        return int(self.item_id.shape[0])
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One predicted category and its share of the neighbours' vote (0..1)."""
-
-    category: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Neighbour:
-    """One catalog item near the query."""
-
-    item_id: str
-    title: str
-    category: str
-    similarity: float  # cosine similarity of the L2-normalised vectors, 1 = identical
-
-
-@dataclass(frozen=True)
-class Caption:
-    """A sentence describing the query, and how it was made."""
-
-    text: str
-    method: str
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """Everything one query produced."""
-
-    predictions: list[Prediction]
-    caption: Caption | None
-    neighbours: list[Neighbour]
-    embed_ms: float
-    search_ms: float
-
-    @property
-    def caption_note(self) -> str | None:
-        """Why there is no caption, for people; None when there is one."""
-        return NO_CAPTIONS if self.caption is None else None
-
-
-def nearest_title_caption(neighbours: Sequence[Neighbour], has_titles: bool) -> Caption | None:
-    """The title of the nearest catalog item that has one; None for catalogs without titles."""
-    if not has_titles:
-        return None
-    for neighbour in neighbours:
-        if neighbour.title:
-            return Caption(neighbour.title, "nearest-item-title")
-    return None
 
 
 def similarity_from_distance(D: np.ndarray, metric: str) -> np.ndarray:
     """Cosine similarity from faiss distances over unit vectors: inner products as they are, squared L2 as 1 - d/2."""
     return D if metric == "ip" else 1.0 - D / 2.0
-
-
-def display_image(image: Image.Image) -> Image.Image:
-    """An RGB copy sized for a web page: tiny images enlarged, big ones reduced."""
-    image = image.convert("RGB")
-    shortest, longest = min(image.size), max(image.size)
-    if shortest < MIN_IMAGE_SIDE:
-        factor = math.ceil(MIN_IMAGE_SIDE / shortest)
-        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.BICUBIC)
-    elif longest > MAX_IMAGE_SIDE:
-        image = image.copy()
-        image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
-    return image
-
-
-def encode_jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
-    """JPEG bytes of an RGB image."""
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality, optimize=True)
-    return buffer.getvalue()
 
 
 class SearchEngine:
@@ -146,6 +54,8 @@ class SearchEngine:
         k: int = 10,
         catalog_kind: str = "",
         model_name: str = "",
+        batcher: MicroBatcher | None = None,
+        captions: CaptionMaker | None = None,
     ) -> None:
         if index.ntotal != len(items):
             raise ValueError(f"the index holds {index.ntotal} vectors but the item table {len(items)} items")
@@ -163,7 +73,11 @@ class SearchEngine:
         self.catalog_kind = catalog_kind
         self.model_name = model_name
         self.metric = "ip" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
-        self._rows = {str(item_id): row for row, item_id in enumerate(items.item_id.tolist())}
+        self.batcher = batcher
+        # Without one, captions are the consensus of the neighbours' titles.
+        self.captions = captions if captions is not None else CaptionMaker(items.title, has_titles)
+        # Restricting a search to one category: faiss skips the other rows itself, so paging stays exact.
+        self._by_category = CategorySearch(index, items.label, len(self.class_names))
         # The app answers requests on several threads; faiss GPU indexes must not be searched concurrently.
         self._search_lock = threading.Lock()
 
@@ -172,35 +86,79 @@ class SearchEngine:
         """How many catalog items can be found."""
         return len(self.items)
 
-    def search(self, image: Image.Image, n_results: int) -> SearchResult:
-        """The n_results nearest catalog items to an image, its top categories by kNN vote, and a caption."""
-        if n_results < 1:
-            raise ValueError(f"n_results must be at least 1, got {n_results}")
+    def search(self, image: Image.Image, n_results: int, *, category: str | None = None,
+               offset: int = 0) -> SearchResult:
+        """The nearest catalog items to an image (ranks offset+1 .. offset+n_results, of one category if given),
+        its top categories by kNN vote over the whole catalog, and a caption."""
         started = time.perf_counter()
         xq = np.asarray(self.embed_image(image), dtype=np.float32).reshape(1, -1)
-        embedded = time.perf_counter()
-        vote_k = min(self.k, self.count)
+        return self._search_vector(xq, n_results, started, category, offset)
+
+    def search_item(self, item_id: str, n_results: int, *, category: str | None = None,
+                    offset: int = 0) -> SearchResult:
+        """"More like this": search with a catalog item's stored vector, leaving the item itself out.
+
+        KeyError for ids not in the catalog."""
+        started = time.perf_counter()
+        row = self.row_of(item_id)
         with self._search_lock:
-            D, I = index_search(self.index, xq, min(max(n_results, vote_k), self.count))
+            xq = self.index.reconstruct(row).reshape(1, -1)
+        return self._search_vector(xq, n_results, started, category, offset, exclude_row=row)
+
+    def _search_vector(self, xq: np.ndarray, n_results: int, started: float, category: str | None, offset: int,
+                       exclude_row: int | None = None) -> SearchResult:
+        if n_results < 1 or offset < 0:
+            raise ValueError(f"n_results must be at least 1 and offset at least 0, got {n_results} and {offset}")
+        label = self.label_of(category)
+        embedded = time.perf_counter()
+        skip = int(exclude_row is not None)
+        vote_k = min(self.k, self.count - skip)
+        wanted = offset + n_results + skip
+        with self._search_lock:
+            D, I = index_search(self.index, xq, min(max(wanted, vote_k + skip, self.captions.depth + skip), self.count))
+            if label is not None:
+                Dc, Ic = self._by_category.search(xq, label, wanted)
+        D, I = without_row(D, I, exclude_row)
         scores = knn_vote(D[:, :vote_k], I[:, :vote_k], self.items.label, len(self.class_names), self.metric)
         classes, class_scores = top_classes(scores, PREDICTIONS)
-        searched = time.perf_counter()
         predictions = [
             Prediction(self.class_names[c], float(s))
             for rank, (c, s) in enumerate(zip(classes[0].tolist(), class_scores[0].tolist()))
             # Classes no neighbour voted for say nothing; the best one is kept even then.
             if s > 0 or rank == 0
         ]
-        neighbours = self._neighbours(D[0, :n_results], I[0, :n_results])
+        # The caption describes the query, so it comes from its nearest items, whatever page or filter is shown.
+        caption = self.captions.describe(xq, D, I, self.metric)
+        available = self.count
+        if label is not None:
+            D, I = without_row(Dc, Ic, exclude_row)
+            available = self._by_category.count(label)
+        if exclude_row is not None and (label is None or int(self.items.label[exclude_row]) == label):
+            available -= 1
+        neighbours = self._neighbours(D[0, offset:offset + n_results], I[0, offset:offset + n_results])
+        searched = time.perf_counter()
         log.debug("query embedded in %.1f ms, searched in %.1f ms", 1e3 * (embedded - started),
                   1e3 * (searched - embedded))
         return SearchResult(
             predictions=predictions,
-            caption=nearest_title_caption(neighbours, self.has_titles),
+            caption=caption,
             neighbours=neighbours,
             embed_ms=1e3 * (embedded - started),
             search_ms=1e3 * (searched - embedded),
+            offset=offset,
+            available=max(available, 0),
+            category=None if label is None else self.class_names[label],
         )
+
+    def label_of(self, category: str | None) -> int | None:
+        """The class number of a category name (None for none); ValueError naming the categories otherwise."""
+        if category is None:
+            return None
+        try:
+            return self.class_names.index(category)
+        except ValueError:
+            raise ValueError(f"unknown category {category[:80]!r}; the categories are "
+                             f"{', '.join(self.class_names)}") from None
 
     def _neighbours(self, distances: np.ndarray, rows: np.ndarray) -> list[Neighbour]:
         similarities = similarity_from_distance(distances, self.metric)
@@ -215,9 +173,19 @@ class SearchEngine:
             if row >= 0
         ]
 
+    def incoming_query(self, with_image: bool) -> contextlib.AbstractContextManager:
+        """Wrap the handling of a request that will embed an image, so a micro-batch can wait for it."""
+        if with_image and self.batcher is not None:
+            return self.batcher.incoming()
+        return contextlib.nullcontext()
+
     def row_of(self, item_id: str) -> int:
         """The index row of an item id; KeyError for ids not in the catalog."""
-        return self._rows[item_id]
+        return self.items.row_of(item_id)
+
+    def describe_item(self, item_id: str) -> dict[str, Any]:
+        """An item's id, title, category and split; KeyError for unknown ids."""
+        return self.items.describe(self.row_of(item_id), self.class_names)
 
     def item_image_jpeg(self, item_id: str) -> bytes:
         """The JPEG of a catalog item, sized for the page; KeyError for unknown ids."""
@@ -232,11 +200,14 @@ class SearchEngine:
             "index_loaded": self.index is not None and self.index.ntotal > 0,
             "items": self.count,
             "classes": len(self.class_names),
+            "class_names": self.class_names,
             "catalog_kind": self.catalog_kind,
             "has_titles": self.has_titles,
+            "caption_method": self.captions.method,
             "embedding_size": int(self.index.d),
             "metric": self.metric,
             "k": self.k,
+            "batching": self.batcher.stats() if self.batcher is not None else None,
         }
 
     @classmethod
@@ -247,20 +218,15 @@ class SearchEngine:
         if missing:
             raise FileNotFoundError(f"{' and '.join(missing)} not found; {REBUILD_HINT} "
                                     f"(with the same configuration, so the artifacts land in {config.artifacts})")
-        # search_app needs torch only here and in the two helpers below: the app imports light, tests need no model.
-        from embedder.extract import embed_pil_images, resolve_device
-        from embedder.transforms import build_transform
+        # search_app needs torch only here and in the helpers below: the app imports light, tests need no model.
+        from embedder.extract import resolve_device
 
         stored = read_embeddings(embeddings_path)
         device = resolve_device(config.embedder.device)
         loaded = _load_matching_checkpoint(stored, config.artifacts / CHECKPOINT_NAME, device)
         index = load_index(index_path, embeddings_path, config.index.gpu)
         load_item_image = _catalog_image_loader(config, stored)
-        transform = build_transform(loaded.preprocessing)
-
-        def embed_image(image: Image.Image) -> np.ndarray:
-            return embed_pil_images(loaded.model, [image], transform, device)[0]
-
+        embed_image, batcher = _batched_query_embedder(loaded, device, config.app)
         # One query at start-up: the first shopper does not wait for the warm-up, and a model that
         # does not fit the index is found now rather than on every request.
         probe = embed_image(Image.new("RGB", (64, 64), "white"))
@@ -272,8 +238,42 @@ class SearchEngine:
         return cls(
             embed_image, index, ItemTable.from_embeddings(stored), stored.class_names, load_item_image,
             has_titles=stored.has_titles, k=config.index.k, catalog_kind=stored.catalog_kind,
-            model_name=stored.model_name,
+            model_name=stored.model_name, batcher=batcher, captions=_caption_maker(config, stored, device),
         )
+
+
+def _batched_query_embedder(loaded: LoadedEmbedder, device: str,
+                            app: AppConfig) -> tuple[Callable[[Image.Image], np.ndarray], MicroBatcher]:
+    """Image -> vector, preprocessed on the request's thread, embedded in micro-batches on one model thread."""
+    import torch
+
+    from embedder.extract import embed_batch
+    from embedder.transforms import build_transform
+
+    if app.torch_threads:
+        # Process-wide; serve --prod sets it per worker so that workers × threads never exceed the cores.
+        torch.set_num_threads(app.torch_threads)
+    transform = build_transform(loaded.preprocessing)
+    batcher = MicroBatcher(lambda tensors: embed_batch(loaded.model, torch.stack(list(tensors)), device),
+                           max_batch=app.max_batch, max_wait_s=app.batch_wait_ms / 1e3)
+    log.info("query embedder: batches of up to %d, waiting %.1f ms, %d torch threads", app.max_batch,
+             app.batch_wait_ms, torch.get_num_threads())
+
+    def embed_image(image: Image.Image) -> np.ndarray:
+        return batcher.submit(transform(image))
+
+    return embed_image, batcher
+
+
+def _caption_maker(config: Config, stored: EmbeddingsFile, device: str) -> CaptionMaker:
+    """Captions from the trained annotator when it matches this embedder, else from the neighbours' titles."""
+    from embedder.caption_training import annotator_for
+
+    settings = config.captions
+    annotate = annotator_for(config.artifacts, stored.checkpoint_sha256, settings, device) if stored.has_titles else None
+    return CaptionMaker(stored.title, stored.has_titles, annotate=annotate, attributes=stored.attributes,
+                        attribute_names=stored.attribute_names, consensus_k=settings.consensus_k,
+                        attributes_shown=settings.attributes_shown)
 
 
 def _load_matching_checkpoint(stored: EmbeddingsFile, beside_artifacts: Path, device: str) -> LoadedEmbedder:
@@ -300,22 +300,6 @@ def _load_matching_checkpoint(stored: EmbeddingsFile, beside_artifacts: Path, de
 
 def _catalog_image_loader(config: Config, stored: EmbeddingsFile) -> Callable[[int], Image.Image]:
     """Reopen the catalog that was embedded and map each embeddings row to its catalog item."""
-    from embedder.catalogs import open_catalog
+    from embedder.item_images import catalog_image_loader
 
-    try:
-        catalog_config = CatalogConfig(kind=stored.catalog_kind, root=Path(stored.catalog_root),
-                                       subset=stored.catalog_subset)
-    except ConfigError as error:
-        raise EmbeddingsFileError(f"{stored.source} names a catalog Lookbook cannot reopen ({error}); "
-                                  "re-run `python manage.py build-index`") from None
-    catalog = open_catalog(catalog_config, config.artifacts / "downloads")
-    position = {item.item_id: number for number, item in enumerate(catalog.items)}
-    unknown = [item_id for item_id in stored.item_id.tolist() if item_id not in position]
-    if unknown:
-        raise EmbeddingsFileError(
-            f"{stored.source} lists {len(unknown)} item(s) that the catalog at {catalog.root} does not hold "
-            f"(first: {unknown[0]!r}); the catalog changed since the index was built; re-run "
-            "`python manage.py build-index`"
-        )
-    catalog_rows = np.array([position[item_id] for item_id in stored.item_id.tolist()], dtype=np.int64)
-    return lambda row: catalog.open_image(int(catalog_rows[row]))
+    return catalog_image_loader(stored, config.artifacts / "downloads")

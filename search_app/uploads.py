@@ -4,6 +4,10 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,6 +21,11 @@ ACCEPTED = "JPEG, PNG, GIF, WebP or BMP"
 DECODE_SIDE = 1024
 PREVIEW_SIDE = 320
 MAX_NAME = 80
+CROP_FIELDS = ("crop_x", "crop_y", "crop_w", "crop_h")
+# What a few common non-images are, to say more than "not an image".
+SIGNATURES = ((b"%PDF", "a PDF document"), (b"<svg", "an SVG drawing"), (b"<?xml", "an XML file (SVG?)"),
+              (b"PK\x03\x04", "a ZIP archive (or Office document)"), (b"<!doctype html", "a web page"),
+              (b"<html", "a web page"))
 
 
 class UploadError(ValueError):
@@ -28,19 +37,66 @@ class UploadError(ValueError):
         self.status = status
 
 
-def read_upload(file_storage: FileStorage | None, max_pixels: int) -> Image.Image:
-    """The uploaded image as RGB, upright by its EXIF orientation; UploadError if it is missing or unusable."""
+@dataclass(frozen=True)
+class Crop:
+    """A rectangle on the upright image, in fractions of its width and height (so any decoded scale fits)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def box(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The rectangle in pixels of an image of this size: left, top, right, bottom, at least 1×1."""
+        width, height = size
+        left, top = min(round(self.x * width), width - 1), min(round(self.y * height), height - 1)
+        right = min(max(round((self.x + self.w) * width), left + 1), width)
+        bottom = min(max(round((self.y + self.h) * height), top + 1), height)
+        return left, top, right, bottom
+
+
+def first_file(files: Iterable[FileStorage]) -> FileStorage | None:
+    """The first file input that holds a file (the page has a file picker and a camera input of the same name)."""
+    return next((file for file in files if file.filename), None)
+
+
+def parse_crop(fields: Mapping[str, Any]) -> Crop | None:
+    """The crop rectangle from the fields crop_x, crop_y, crop_w, crop_h (fractions 0..1); None when all are absent."""
+    given = {key: str(fields.get(key, "")).strip() for key in CROP_FIELDS}
+    if not any(given.values()):
+        return None
+    missing = [key for key, text in given.items() if not text]
+    if missing:
+        raise UploadError(f"a crop needs all of {', '.join(CROP_FIELDS)}; missing {', '.join(missing)}")
+    values = {}
+    for key, text in given.items():
+        try:
+            values[key] = float(text)
+        except ValueError:
+            values[key] = math.nan
+        if not math.isfinite(values[key]) or not 0 <= values[key] <= 1:
+            raise UploadError(f"{key} must be a fraction of the image from 0 to 1, got {text[:40]!r}")
+    crop = Crop(values["crop_x"], values["crop_y"], values["crop_w"], values["crop_h"])
+    # A little slack: fractions computed by a browser from pixel positions may overshoot by rounding.
+    if crop.w <= 0 or crop.h <= 0 or crop.x + crop.w > 1.001 or crop.y + crop.h > 1.001:
+        raise UploadError(f"the crop ({crop.x:g}, {crop.y:g}, {crop.w:g}, {crop.h:g}) must have a width and height "
+                          "above 0 and lie inside the image (crop_x + crop_w and crop_y + crop_h at most 1)")
+    return crop
+
+
+def read_upload(file_storage: FileStorage | None, max_pixels: int, crop: Crop | None = None) -> Image.Image:
+    """The uploaded image as RGB, upright by its EXIF orientation, then cropped; UploadError if missing or unusable."""
     if file_storage is None or not file_storage.filename:
         raise UploadError(f"no image was uploaded; choose a photo ({ACCEPTED}) and try again")
     name = _shorten(file_storage.filename)
     data = file_storage.read()
     if not data:
         raise UploadError(f"no image was uploaded: the file {name!r} is empty (0 bytes)")
-    return decode_image(data, name, max_pixels, file_storage.mimetype)
+    return decode_image(data, name, max_pixels, file_storage.mimetype, crop)
 
 
-def decode_image(data: bytes, name: str, max_pixels: int, mimetype: str = "") -> Image.Image:
-    """Decode image bytes into an upright RGB image, refusing images of more than max_pixels pixels."""
+def decode_image(data: bytes, name: str, max_pixels: int, mimetype: str = "", crop: Crop | None = None) -> Image.Image:
+    """Decode image bytes into an upright RGB image, cropped if asked, refusing images of more than max_pixels."""
     try:
         image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -48,8 +104,9 @@ def decode_image(data: bytes, name: str, max_pixels: int, mimetype: str = "") ->
         raise _too_many_pixels(name, None, max_pixels) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         received = f"{mimetype or 'unknown type'}, {len(data):,} bytes"
+        looks = _what_it_looks_like(data)
         raise UploadError(
-            f"{name!r} ({received}) is not an image Lookbook can read; upload a {ACCEPTED} file"
+            f"{name!r} ({received}) is not an image Lookbook can read{looks}; upload a {ACCEPTED} file"
         ) from None
     width, height = image.size
     # Checked from the header before decoding: a small file can hold a huge, memory-filling image.
@@ -64,7 +121,10 @@ def decode_image(data: bytes, name: str, max_pixels: int, mimetype: str = "") ->
             f"{name!r} ({image.format} {width}×{height}) could not be decoded: it may be truncated or damaged "
             f"({error}); upload the complete file"
         ) from None
-    return to_rgb(upright(image), name)
+    image = upright(image)
+    if crop is not None:
+        image = image.crop(crop.box(image.size))
+    return to_rgb(image, name)
 
 
 def upright(image: Image.Image) -> Image.Image:
@@ -109,6 +169,14 @@ def _too_many_pixels(name: str, size: tuple[int, int] | None, max_pixels: int) -
     return UploadError(
         f"{name!r} {found}; the limit is {max_pixels:,} pixels; upload a smaller image", status=413
     )
+
+
+def _what_it_looks_like(data: bytes) -> str:
+    start = data[:256].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    for signature, kind in SIGNATURES:
+        if start.startswith(signature.lower()):
+            return f" (it looks like {kind})"
+    return ""
 
 
 def _shorten(filename: str) -> str:

@@ -8,7 +8,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from config import Config
 from search_app.engine import SearchEngine
-from search_app.uploads import UploadError, preview_data_url, read_upload
+from search_app.query import MAX_K, SearchQuery, parse_category, parse_search, parse_whole, require_item
+from search_app.uploads import UploadError, preview_data_url
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,38 @@ def index() -> str:
 
 @bp.post("/search")
 def search() -> str:
-    """Search with the uploaded photo and show the results page."""
-    image = read_upload(request.files.get("image"), current_config().app.max_image_pixels)
-    result = current_engine().search(image, current_config().app.results)
-    return render_template("results.html", result=result, query_image=preview_data_url(image),
-                           query_size=image.size)
+    """Search with the uploaded photo (cropped, in one category, if asked) and show the results page."""
+    app = current_config().app
+    with current_engine().incoming_query(request.mimetype == "multipart/form-data"):
+        query = parse_search(request, current_engine(), app.results, app.max_image_pixels)
+        result = query.run(current_engine())
+    if query.item_id is not None:
+        return render_template("results.html", result=result, query_item=current_engine().describe_item(query.item_id))
+    return render_template("results.html", result=result, query_image=preview_data_url(query.image),
+                           query_size=query.image.size)
+
+
+@bp.get("/items/<item_id>")
+def similar(item_id: str) -> str:
+    """"More like this" without JavaScript: the items most like a catalog item, on a page."""
+    require_item(item_id, current_engine())
+    query = SearchQuery(
+        item_id=item_id,
+        k=parse_whole(request.args.get("k"), "k", current_config().app.results, 1, MAX_K),
+        category=parse_category(request.args.get("category"), current_engine()),
+    )
+    return render_template("results.html", result=query.run(current_engine()),
+                           query_item=current_engine().describe_item(item_id))
 
 
 @bp.get("/items/<item_id>/image")
 def item_image(item_id: str) -> Response:
     """A catalog item's image as JPEG, found by its id (never by a path from the request)."""
+    return item_image_response(item_id)
+
+
+def item_image_response(item_id: str) -> Response:
+    """The JPEG response for a catalog item, cacheable; 404 for unknown ids."""
     try:
         data = current_engine().item_image_jpeg(item_id)
     except KeyError:

@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw
 
 from config import AppConfig, Config
 from search_app import create_app
-from search_app.engine import ItemTable, SearchEngine
+from search_app.engine import SearchEngine
+from search_app.items import ItemTable
 
 COLOURS = {
     "red": (205, 40, 50),
@@ -137,3 +138,22 @@ def post_image(client, url: str, data: bytes, filename: str = "photo.png",
     """POST a multipart form with the file in the "image" field."""
     upload = (io.BytesIO(data), filename) if content_type is None else (io.BytesIO(data), filename, content_type)
     return client.post(url, data={"image": upload, **form}, content_type="multipart/form-data")
+
+
+@pytest.fixture(scope="session")
+def sample_artifacts(tmp_path_factory) -> list[str]:
+    """CLI arguments naming sample-catalog artifacts built by `manage.py build-index` (once per session)."""
+    from tests.search_app.live import build_sample_artifacts
+
+    return build_sample_artifacts(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="session")
+def prod_server(sample_artifacts, tmp_path_factory):
+    """The base URL of `manage.py serve --prod` (waitress) over the sample artifacts, stopped after the session."""
+    from tests.search_app.live import free_port, start_prod_server, stop
+
+    port = free_port()
+    server = start_prod_server(sample_artifacts, port, tmp_path_factory.mktemp("server") / "serve.log")
+    yield f"http://127.0.0.1:{port}"
+    stop(server)

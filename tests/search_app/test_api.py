@@ -1,6 +1,8 @@
 """POST /api/search: JSON results, the k parameter, bad uploads as JSON errors, and what the model is given."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -32,10 +34,11 @@ def test_the_exact_catalog_image_comes_first_with_similarity_one(client, catalog
     assert first["item_id"] == item_table.item_id[22] == "purple-02"
     assert first["similarity"] == pytest.approx(1.0, abs=1e-5)
     assert first["title"] == "Purple jumper no. 2" and first["category"] == "purple"
-    assert first["image_url"] == "/items/purple-02/image"
+    assert first["image_url"] == "/api/items/purple-02/image" and first["rank"] == 1
     assert answer["predictions"][0]["category"] == "purple"
     assert 0 < answer["predictions"][0]["score"] <= 1
-    assert answer["caption"] == {"text": "Purple jumper no. 2", "method": "nearest-item-title"}
+    assert answer["caption"]["method"] == "neighbour-consensus" and answer["caption"]["attributes"] == []
+    assert re.fullmatch(r"Purple jumper no\. \d", answer["caption"]["text"])
     assert "captions" not in answer
     assert len(answer["results"]) == RESULTS
     assert set(answer["timing_ms"]) == {"embed", "search", "total"}

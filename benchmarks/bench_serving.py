@@ -1,0 +1,350 @@
+"""Serving: N concurrent clients against `serve --prod` on 127.0.0.1, next to in-process decode + embed + search.
+
+Everything is measured in one run on the same images: the in-process time of one query (decode,
+embed, search; no HTTP), the embedder's batched forward throughput at the catalog's image size, and
+HTTP latency (p50/p95/p99), throughput and errors for each server layout and client count.
+Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them, else a generated
+sample catalog embedded with random weights (the model's cost is the same either way).
+
+    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts batched,serial,gunicorn]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION_MNIST = ROOT / "var" / "fashion-mnist"
+QUERIES = 64
+K = 12
+MAX_REQUESTS = 20_000  # per load run, on top of the time limit
+STARTUP_SECONDS = 180
+# The forward pass is timed for as long as this, not best-of-a-few: a sustained rate, like the HTTP runs'.
+FORWARD_SECONDS = 3.0
+# Server layouts: name -> --set overrides. "serial" runs one query at a time through the model.
+LAYOUTS = {
+    "batched": ["app.server=waitress", "app.max_batch=8"],
+    "serial": ["app.server=waitress", "app.max_batch=1"],
+    "gunicorn": ["app.server=gunicorn", "app.workers=2", "app.torch_threads=1", "app.max_batch=8"],
+}
+
+
+@dataclass
+class LoadResult:
+    """What one load run measured."""
+
+    clients: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies_ms) / self.seconds
+
+
+def prepare_artifacts(workdir: Path, image_size: int) -> tuple[list[str], Config]:
+    """CLI arguments and Config naming artifacts to serve: Fashion-MNIST's if built, else a fresh sample catalog's."""
+    if (FASHION_MNIST / "embeddings.h5").is_file() and (FASHION_MNIST / "index.faiss").is_file():
+        demo = ROOT / "configs" / "demo.toml"
+        return ["--config", str(demo)], load_config(demo, env={})
+    from embedder.sample_catalog import write_sample_catalog
+
+    root = write_sample_catalog(workdir / "catalog", images_per_category=8, seed=1)
+    settings = {"catalog.kind": "deepfashion", "catalog.root": str(root), "embedder.weights": "none",
+                "artifacts_dir": str(workdir / "artifacts"), "catalog.subset": "all",
+                "embedder.image_size": str(image_size), "embedder.workers": "0"}
+    args = [item for key, value in settings.items() for item in ("--set", f"{key}={value}")]
+    subprocess.run([sys.executable, "manage.py", *args, "build-index"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return args, load_config(env={}, overrides=settings)
+
+
+def query_images(config, count: int) -> list[bytes]:
+    """PNG files of catalog items, as a shopper would upload them."""
+    from embedder.catalogs import open_catalog
+
+    catalog = open_catalog(config.catalog, config.artifacts / "downloads")
+    rows = np.random.default_rng(0).choice(len(catalog), size=min(count, len(catalog)), replace=False)
+    files = []
+    for row in rows.tolist():
+        buffer = io.BytesIO()
+        catalog.open_image(row).save(buffer, format="PNG")
+        files.append(buffer.getvalue())
+    return files
+
+
+class InProcess:
+    """The same work without HTTP, in this process: the engine the server loads, and its model alone."""
+
+    def __init__(self, config: Config, files: list[bytes], torch_threads: int) -> None:
+        import torch
+
+        from embedder.checkpoint import load_checkpoint
+        from embedder.transforms import build_transform
+        from search_app.engine import SearchEngine
+        from search_app.uploads import decode_image
+
+        torch.set_num_threads(torch_threads)
+        self.config, self.files = config, files
+        self.engine = SearchEngine.from_artifacts(config)
+        self.loaded = load_checkpoint(config.artifacts / "embedder.pt")
+        transform = build_transform(self.loaded.preprocessing)
+        self.tensors = torch.stack([transform(decode_image(data, "q.png", 10**8)) for data in files])
+        self.image_size = self.loaded.preprocessing.image_size
+
+    def query_ms(self) -> tuple[float, float, float]:
+        """p50 and p95 wall time of decode + embed + search (caption included) per query, and CPU ms per query."""
+        from search_app.uploads import decode_image
+
+        for data in self.files[:4]:  # warm-up
+            self.engine.search(decode_image(data, "warm-up.png", self.config.app.max_image_pixels), K)
+        timings, cpu = [], time.process_time()
+        for data in self.files:
+            started = time.perf_counter()
+            self.engine.search(decode_image(data, "query.png", self.config.app.max_image_pixels), K)
+            timings.append(1e3 * (time.perf_counter() - started))
+        cpu_ms = 1e3 * (time.process_time() - cpu) / len(timings)
+        return float(np.percentile(timings, 50)), float(np.percentile(timings, 95)), cpu_ms
+
+    def forward_images_per_second(self, size: int, seconds: float = FORWARD_SECONDS) -> float:
+        """The embedder's sustained forward throughput on batches of this size, over a few seconds after a warm-up."""
+        from embedder.extract import embed_batch
+
+        chunk = self.tensors.repeat((size + len(self.tensors) - 1) // len(self.tensors), 1, 1, 1)[:size]
+        embed_batch(self.loaded.model, chunk, "cpu")
+        images, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            embed_batch(self.loaded.model, chunk, "cpu")
+            images += size
+        return images / (time.perf_counter() - started)
+
+    def caption_ms(self) -> float:
+        """Median time of the caption step alone; NaN when the engine's captions work differently."""
+        try:
+            return _caption_ms(self.engine, self.files, self.config)
+        except AttributeError:
+            return float("nan")
+
+    def close(self) -> None:
+        if self.engine.batcher is not None:
+            self.engine.batcher.close()
+
+
+def _caption_ms(engine, files: list[bytes], config) -> float:
+    """Median time of the caption step alone (pure Python; it holds the GIL, unlike the forward pass)."""
+    from indexer.index import search as index_search
+    from search_app.uploads import decode_image
+
+    timings = []
+    for data in files[:16]:
+        xq = np.asarray(engine.embed_image(decode_image(data, "q.png", config.app.max_image_pixels)),
+                        dtype=np.float32).reshape(1, -1)
+        D, I = index_search(engine.index, xq, min(engine.count, max(engine.captions.depth, engine.k)))
+        timings.append(_timed(lambda: engine.captions.describe(xq, D, I, engine.metric)))
+    return 1e3 * float(np.median(timings))
+
+
+def _timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def multipart(data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with the image and k, and its content type."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n{K}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def run_load(port: int, files: list[bytes], clients: int, seconds: float) -> LoadResult:
+    """`clients` threads, each on its own keep-alive connection, posting searches for `seconds`."""
+    bodies = [multipart(data) for data in files]
+    result = LoadResult(clients, seconds)
+    lock = threading.Lock()
+    budget = [MAX_REQUESTS]
+    start = threading.Barrier(clients + 1)
+
+    def client(number: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        start.wait()
+        deadline, turn = time.perf_counter() + seconds, number
+        while time.perf_counter() < deadline:
+            with lock:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+            body, content_type = bodies[turn % len(bodies)]
+            turn += clients
+            began = time.perf_counter()
+            try:
+                connection.request("POST", "/api/search", body, {"Content-Type": content_type})
+                response = connection.getresponse()
+                payload = response.read()
+                ok = response.status == 200 and b'"results"' in payload
+                problem = None if ok else f"HTTP {response.status}"
+            except (OSError, http.client.HTTPException) as error:
+                problem = type(error).__name__
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            elapsed = 1e3 * (time.perf_counter() - began)
+            with lock:
+                if problem is None:
+                    result.latencies_ms.append(elapsed)
+                else:
+                    result.errors[problem] = result.errors.get(problem, 0) + 1
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(args: list[str], overrides: list[str], port: int, log_path: Path) -> subprocess.Popen:
+    """`manage.py serve --prod` in a subprocess, returned once /healthz answers."""
+    sets = [item for setting in overrides for item in ("--set", setting)]
+    command = [sys.executable, "manage.py", *args, *sets, "serve", "--prod", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}; see {log_path}:\n{log_path.read_text()}")
+        try:
+            if health(port)["status"] == "ok":
+                return server
+        except (OSError, http.client.HTTPException, ValueError):
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError(f"the server did not answer /healthz within {STARTUP_SECONDS} s; see {log_path}")
+
+
+def health(port: int) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("GET", "/healthz")
+    return json.loads(connection.getresponse().read())
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far (gunicorn's workers are children)."""
+    total = 0.0
+    for child in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="1,8", help="comma-separated client counts (default 1,8)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run (default 10)")
+    parser.add_argument("--layouts", default="batched,serial", help=f"among {', '.join(LAYOUTS)}")
+    parser.add_argument("--image-size", type=int, default=32, help="for a generated catalog (default 32)")
+    options = parser.parse_args(argv if argv is not None else [])
+    clients = [int(c) for c in options.clients.split(",")]
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="lookbook-bench-") as directory:
+        workdir = Path(directory)
+        args, config = prepare_artifacts(workdir, options.image_size)
+        files = query_images(config, QUERIES)
+        local = InProcess(config, files, cores)
+        print(f"\n## serving: {config.catalog.kind} artifacts, {local.image_size} px images, {len(files)} query "
+              f"images, {cores} cores, load average {os.getloadavg()[0]:.1f} at the start")
+        print(f"caption step alone (Python, holds the GIL): {local.caption_ms():.1f} ms per query")
+        print("In-process numbers are measured right before each HTTP run, the server idle.\n")
+        print("| layout | clients | in-process p50 ms | in-process CPU ms | batched forward img/s | requests | errors "
+              "| p50 ms | p95 ms | p99 ms | req/s | p50 / in-process | req/s / forward | mean batch "
+              "| server CPU ms / request | client CPU ms / request |")
+        print("|" + "---|" * 16)
+        try:
+            for layout in options.layouts.split(","):
+                measure_layout(layout, args, local, files, clients, options.seconds, workdir)
+        finally:
+            local.close()
+
+
+def measure_layout(layout: str, args: list[str], local: InProcess, files: list[bytes], clients: list[int],
+                   seconds: float, workdir: Path) -> None:
+    """Start the server with one layout and load it with each client count, next to in-process numbers."""
+    port = free_port()
+    server = start_server(args, LAYOUTS[layout], port, workdir / f"serve-{layout}.log")
+    try:
+        for count in clients:
+            p50, _, cpu_ms = local.query_ms()
+            forward = local.forward_images_per_second(count)
+            run_load(port, files, count, min(2.0, seconds))  # warm-up, not counted
+            before, cpu, client_cpu = health(port).get("batching") or {}, cpu_seconds(server.pid), time.process_time()
+            result = run_load(port, files, count, seconds)
+            cpu, client_cpu = cpu_seconds(server.pid) - cpu, time.process_time() - client_cpu
+            after = health(port).get("batching") or {}
+            errors = sum(result.errors.values())
+            print(f"| {layout} | {count} | {p50:.1f} | {cpu_ms:.1f} | {forward:.0f} | {len(result.latencies_ms)} "
+                  f"| {errors}{' ' + json.dumps(result.errors) if errors else ''} | {result.percentile(50):.1f} "
+                  f"| {result.percentile(95):.1f} | {result.percentile(99):.1f} | {result.throughput:.1f} "
+                  f"| {result.percentile(50) / p50:.2f} | {result.throughput / forward:.2f} "
+                  f"| {mean_batch(before, after)} | {1e3 * cpu / max(len(result.latencies_ms), 1):.1f} "
+                  f"| {1e3 * client_cpu / max(len(result.latencies_ms), 1):.1f} |", flush=True)
+    finally:
+        stop_server(server)
+
+
+def mean_batch(before: dict, after: dict) -> str:
+    """The mean micro-batch size between two /healthz readings (of one worker, under gunicorn)."""
+    batches = after.get("batches", 0) - before.get("batches", 0)
+    return f"{(after.get('items', 0) - before.get('items', 0)) / batches:.2f}" if batches > 0 else "-"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

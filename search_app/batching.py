@@ -1,0 +1,161 @@
+"""Micro-batching: queries arriving together on many request threads share one forward pass of the model.
+
+On a CPU, one forward pass over 8 small images costs far less than 8 passes over one, and only one
+pass runs at a time, so torch's threads never compete with each other (two concurrent passes with
+2 intra-op threads each on 2 cores made a 40 ms query take over a second).
+
+A batch starts with whatever is queued when the model is free, and waits (at most ``max_wait_s``)
+for as many queries as were recently in the server at once: requests announce themselves with
+``incoming()`` for as long as they are being handled. A lone shopper's query never waits; 8 clients
+sending their next query as soon as they have an answer are not split into two half batches by
+arriving a millisecond apart. When the wait runs out, the expectation drops to what really came.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_STOP = object()
+
+
+class MicroBatcher(Generic[T]):
+    """Run ``run_batch`` over items submitted from many threads, up to ``max_batch`` at a time, one batch at a time.
+
+    A batch holds whatever was waiting when the previous one finished, plus the announced items that
+    arrive within ``max_wait_s`` of its first. With max_batch = 1 there is no batching thread: calls
+    are simply serialised.
+    """
+
+    def __init__(self, run_batch: Callable[[Sequence[T]], np.ndarray], max_batch: int = 16,
+                 max_wait_s: float = 0.0, name: str = "embedder") -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be at least 0, got {max_wait_s}")
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._serial = threading.Lock()
+        self._changed = threading.Condition()
+        self._queue: list = []  # (item, future) pairs, and _STOP; guarded by _changed
+        self._inside = 0  # requests being handled now (inside incoming())
+        self._expected = 1  # how many queries a batch waits for: the recent peak of _inside
+        self._counts = threading.Lock()
+        self.batches = self.items = self.largest = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if max_batch > 1:
+            self._thread = threading.Thread(target=self._loop, name=f"{name}-batcher", daemon=True)
+            self._thread.start()
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Mark, on a request's thread, the handling of a request that will probably submit an item."""
+        with self._changed:
+            self._inside += 1
+            self._expected = min(max(self._expected, self._inside), self.max_batch)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._inside -= 1
+
+    def submit(self, item: T) -> np.ndarray:
+        """The output row for one item; blocks until its batch has run, and raises what the batch raised."""
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
+        if self._thread is None:
+            with self._serial:
+                output = self._checked([item])
+            self._count(1)
+            return output[0]
+        future: Future = Future()
+        with self._changed:
+            self._queue.append((item, future))
+            self._changed.notify_all()
+        return future.result()
+
+    def close(self) -> None:
+        """Stop the batching thread after the batches already queued."""
+        self._closed = True
+        if self._thread is not None:
+            with self._changed:
+                self._queue.append(_STOP)
+                self._changed.notify_all()
+            self._thread.join()
+
+    def stats(self) -> dict[str, Any]:
+        """How batching went so far: batches run, items, mean and largest batch."""
+        with self._counts:
+            return {
+                "max_batch": self.max_batch,
+                "wait_ms": round(1e3 * self.max_wait_s, 3),
+                "batches": self.batches,
+                "items": self.items,
+                "mean_batch": round(self.items / self.batches, 3) if self.batches else 0.0,
+                "largest_batch": self.largest,
+            }
+
+    def _loop(self) -> None:
+        while True:
+            batch, stop = self._gather()
+            if batch:
+                self._run(batch)
+            if stop:
+                return
+
+    def _gather(self) -> tuple[list, bool]:
+        """The next batch, and whether the stop signal came with it."""
+        with self._changed:
+            while not self._queue:
+                self._changed.wait()
+            deadline = time.perf_counter() + self.max_wait_s
+            while len(self._queue) < self._expected and _STOP not in self._queue:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    # Fewer came than expected: expect only what came (and what is being handled now).
+                    self._expected = max(1, min(len(self._queue), self.max_batch), min(self._inside, self.max_batch))
+                    break
+                self._changed.wait(remaining)
+            taken, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+        stop = _STOP in taken
+        return [entry for entry in taken if entry is not _STOP], stop
+
+    def _run(self, batch: list[tuple[T, Future]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            outputs = self._checked(items)
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0][1].set_exception(error)
+                return
+            # One bad item must not fail the queries that happened to share its batch: retry each alone.
+            log.warning("a batch of %d failed (%s); running its items one at a time", len(batch), error)
+            for entry in batch:
+                self._run([entry])
+            return
+        self._count(len(batch))
+        for row, (_, future) in enumerate(batch):
+            future.set_result(outputs[row])
+
+    def _checked(self, items: Sequence[T]) -> np.ndarray:
+        outputs = self.run_batch(items)
+        if len(outputs) != len(items):
+            raise RuntimeError(f"the batch function returned {len(outputs)} rows for {len(items)} items")
+        return outputs
+
+    def _count(self, size: int) -> None:
+        with self._counts:
+            self.batches += 1
+            self.items += size
+            self.largest = max(self.largest, size)

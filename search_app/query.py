@@ -1,0 +1,109 @@
+"""Reading a search request (a multipart upload, or JSON naming a catalog item) into a checked SearchQuery."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Request, abort
+from PIL import Image
+
+from search_app.engine import SearchEngine
+from search_app.results import SearchResult
+from search_app.uploads import Crop, first_file, parse_crop, read_upload
+
+MAX_K = 100
+# Paging deeper than this is not browsing any more; it would only make each request slower.
+MAX_OFFSET = 1000
+MAX_ITEM_ID = 200
+JSON_KEYS = ("item_id", "k", "offset", "category")
+TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A validated search: an uploaded image or a catalog item id, and which results to show."""
+
+    k: int
+    offset: int = 0
+    category: str | None = None
+    image: Image.Image | None = None
+    crop: Crop | None = None
+    item_id: str | None = None
+    preview: bool = False
+
+    def run(self, engine: SearchEngine) -> SearchResult:
+        """Search the engine with this query."""
+        if self.item_id is not None:
+            return engine.search_item(self.item_id, self.k, category=self.category, offset=self.offset)
+        return engine.search(self.image, self.k, category=self.category, offset=self.offset)
+
+
+def parse_search(request: Request, engine: SearchEngine, default_k: int, max_pixels: int) -> SearchQuery:
+    """The search a request asks for: 400 (or 413 for too big an image, 404 for an unknown item) if it is unusable."""
+    if request.is_json:
+        fields = request.get_json(silent=True)
+        if not isinstance(fields, dict):
+            abort(400, 'the JSON body must be an object such as {"item_id": "...", "k": 12}')
+        unknown = sorted(set(fields) - set(JSON_KEYS))
+        if unknown:
+            abort(400, f"unknown field(s) {', '.join(map(repr, unknown))[:200]}; known: {', '.join(JSON_KEYS)}")
+        if "item_id" not in fields:
+            abort(400, 'the JSON body needs "item_id"; to search with a photo, send it as multipart field "image"')
+    else:
+        fields = request.form
+    common = {
+        "k": parse_whole(fields.get("k"), "k", default_k, 1, MAX_K),
+        "offset": parse_whole(fields.get("offset"), "offset", 0, 0, MAX_OFFSET),
+        "category": parse_category(fields.get("category"), engine),
+    }
+    upload = first_file(request.files.getlist("image")) if not request.is_json else None
+    if upload is None and fields.get("item_id") is not None:
+        return SearchQuery(item_id=parse_item_id(fields.get("item_id"), engine), **common)
+    crop = parse_crop(fields)
+    image = read_upload(upload, max_pixels, crop)
+    return SearchQuery(image=image, crop=crop, preview=str(fields.get("preview", "")).lower() in TRUE, **common)
+
+
+def parse_whole(value: Any, name: str, default: int, low: int, high: int) -> int:
+    """A whole number from low to high (JSON number or text), default when absent or blank; else 400 naming it."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return min(max(default, low), high)
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,9}", value.strip()):
+        number = int(value.strip())
+    if number is None or not low <= number <= high:
+        abort(400, f"{name} must be a whole number from {low} to {high}, got {str(value)[:40]!r}")
+    return number
+
+
+def parse_category(value: Any, engine: SearchEngine) -> str | None:
+    """A category of the catalog to restrict results to; None for absent or empty; else 400 naming the categories."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        abort(400, f"category must be a category name (text), got {str(value)[:40]!r}")
+    try:
+        engine.label_of(value)
+    except ValueError as error:
+        abort(400, str(error))
+    return value
+
+
+def parse_item_id(value: Any, engine: SearchEngine) -> str:
+    """A catalog item id: 400 when it is not a short non-empty text, 404 when no item has it."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ITEM_ID:
+        abort(400, f"item_id must be a catalog item's id (text of 1 to {MAX_ITEM_ID} characters), "
+                   f"got {str(value)[:40]!r}")
+    require_item(value, engine)
+    return value
+
+
+def require_item(item_id: str, engine: SearchEngine) -> None:
+    """404 with the id named when the catalog has no such item."""
+    try:
+        engine.row_of(item_id)
+    except KeyError:
+        abort(404, f"no catalog item has the id {item_id[:MAX_ITEM_ID]!r}")

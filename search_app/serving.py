@@ -1,0 +1,100 @@
+"""`serve --prod`: the app under a production WSGI server, laid out for CPU inference.
+
+Every worker process loads the model and index once (the app factory runs in the worker), sets
+torch's intra-op threads so that workers × torch threads never exceed the cores, and funnels its
+request threads' queries through one micro-batching model thread (search_app.batching).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+
+from config import AppConfig, Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingLayout:
+    """How a production server spreads work over the machine."""
+
+    server: str
+    workers: int  # processes, each with its own model
+    threads: int  # request threads per worker
+    torch_threads: int  # intra-op threads per worker
+    max_batch: int
+    batch_wait_ms: float
+
+    def describe(self) -> str:
+        """One line for the log and the terminal."""
+        batching = (f"micro-batches of up to {self.max_batch} (waiting {self.batch_wait_ms:g} ms)"
+                    if self.max_batch > 1 else "one query at a time")
+        return (f"{self.server}: {self.workers} worker(s) × {self.threads} request threads, "
+                f"{self.torch_threads} torch thread(s) per worker, {batching}")
+
+
+def resolve_layout(app: AppConfig, cores: int) -> ServingLayout:
+    """The layout app asks for on a machine with this many cores; ConfigError when it would oversubscribe them."""
+    torch_threads = app.torch_threads or max(1, cores // app.workers)
+    if app.workers * torch_threads > cores:
+        raise ConfigError(
+            f"app.workers × app.torch_threads = {app.workers} × {torch_threads} = {app.workers * torch_threads} "
+            f"is more than the {cores} CPU cores; lower app.workers or app.torch_threads (torch threads competing "
+            "for cores make every query many times slower)"
+        )
+    return ServingLayout(app.server, app.workers, app.threads, torch_threads, app.max_batch, app.batch_wait_ms)
+
+
+def serve_production(config: Config, host: str, port: int, cores: int | None = None) -> None:
+    """Serve the app with waitress or gunicorn on host:port until interrupted."""
+    layout = resolve_layout(config.app, cores or os.cpu_count() or 1)
+    # The factory reads the resolved thread count, in whichever process it runs.
+    config = dataclasses.replace(config, app=dataclasses.replace(config.app, torch_threads=layout.torch_threads))
+    log.info("serving on http://%s:%d/ with %s", host, port, layout.describe())
+    if layout.server == "waitress":
+        _serve_waitress(config, layout, host, port)
+    else:
+        _serve_gunicorn(config, layout, host, port)
+
+
+def _serve_waitress(config: Config, layout: ServingLayout, host: str, port: int) -> None:
+    import waitress
+
+    from search_app import create_app
+
+    waitress.serve(
+        create_app(config), host=host, port=port, threads=layout.threads, ident="lookbook",
+        # Bodies a little over the app's limit reach Flask, which answers with a JSON 413; far bigger
+        # ones are cut off by waitress itself before they fill the disk.
+        max_request_body_size=2 * config.app.max_upload_bytes + (1 << 20),
+    )
+
+
+def _serve_gunicorn(config: Config, layout: ServingLayout, host: str, port: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    from search_app import create_app
+
+    class LookbookGunicorn(BaseApplication):
+        """Gunicorn with its settings from the layout, and the app built in each worker after the fork."""
+
+        def load_config(self) -> None:
+            settings = {
+                "bind": f"{host}:{port}",
+                "workers": layout.workers,
+                "threads": layout.threads,
+                "worker_class": "gthread",
+                # The model is loaded in each worker, never in the master: torch's thread pools do not survive fork.
+                "preload_app": False,
+                "timeout": 120,
+                "accesslog": None,
+            }
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return create_app(config)
+
+    LookbookGunicorn().run()

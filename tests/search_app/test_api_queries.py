@@ -1,0 +1,202 @@
+"""POST /api/search beyond a plain upload: "more like this" by item id, category filter, paging, crop, previews;
+GET /api/items/<id> and its image; and every bad request answered with a JSON error while the server keeps serving."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.search_app.conftest import CLASS_NAMES, PER_CLASS, RESULTS, embed_pixels, encode, post_image
+from tests.search_app.test_uploads import rotated_jpeg
+
+
+def search_item(client, **body):
+    return client.post("/api/search", json=body)
+
+
+def assert_still_serving(client, catalog_images) -> None:
+    response = post_image(client, "/api/search", encode(catalog_images[0]))
+    assert response.status_code == 200 and response.get_json()["results"][0]["item_id"] == "red-00"
+
+
+def brute_force_ranking(catalog_images, query_vector: np.ndarray, item_ids) -> list[str]:
+    """Item ids by decreasing cosine similarity, computed by hand."""
+    xb = np.stack([embed_pixels(image) for image in catalog_images])
+    return [str(item_ids[row]) for row in np.argsort(-(xb @ query_vector), kind="stable")]
+
+
+def test_more_like_this_searches_by_item_id_and_leaves_the_item_out(client, catalog_images, item_table):
+    response = search_item(client, item_id="green-02", k=6)
+    assert response.status_code == 200
+    answer = response.get_json()
+    assert answer["query"]["kind"] == "item"
+    assert answer["query"]["item"] == {"item_id": "green-02", "title": "Green jumper no. 2", "category": "green",
+                                       "split": "train", "image_url": "/api/items/green-02/image"}
+    ids = [result["item_id"] for result in answer["results"]]
+    expected = brute_force_ranking(catalog_images, embed_pixels(catalog_images[PER_CLASS + 2]), item_table.item_id)
+    assert ids == [item for item in expected if item != "green-02"][:6]
+    assert answer["available"] == len(catalog_images) - 1
+    assert answer["predictions"][0]["category"] == "green"
+
+
+def test_more_like_this_works_from_a_multipart_form_too(client):
+    response = client.post("/api/search", data={"item_id": "teal-01", "k": "3"}, content_type="multipart/form-data")
+    assert response.status_code == 200 and len(response.get_json()["results"]) == 3
+
+
+def test_a_category_filter_returns_that_category_in_exact_order(client, catalog_images, item_table):
+    query = Image.blend(catalog_images[0], catalog_images[PER_CLASS * 3], 0.5)
+    answer = post_image(client, "/api/search", encode(query), category="yellow", k="10").get_json()
+    assert answer["category"] == "yellow" and answer["available"] == PER_CLASS
+    ids = [result["item_id"] for result in answer["results"]]
+    expected = [i for i in brute_force_ranking(catalog_images, embed_pixels(query), item_table.item_id)
+                if i.startswith("yellow-")]
+    assert ids == expected and answer["next_offset"] is None
+    # The predicted categories still come from the whole catalog.
+    unfiltered = post_image(client, "/api/search", encode(query)).get_json()
+    assert answer["predictions"] == unfiltered["predictions"]
+
+
+def test_pages_concatenate_to_the_unpaged_ranking(client, catalog_images):
+    whole = [r["item_id"] for r in post_image(client, "/api/search", encode(catalog_images[7]), k="30").get_json()["results"]]
+    pages, offset = [], 0
+    while offset is not None:
+        answer = post_image(client, "/api/search", encode(catalog_images[7]), k="7", offset=str(offset)).get_json()
+        assert [r["rank"] for r in answer["results"]] == list(range(offset + 1, offset + len(answer["results"]) + 1))
+        pages += [r["item_id"] for r in answer["results"]]
+        offset = answer["next_offset"]
+    assert pages == whole and len(pages) == len(catalog_images)
+    beyond = post_image(client, "/api/search", encode(catalog_images[7]), offset="40").get_json()
+    assert beyond["results"] == [] and beyond["next_offset"] is None
+
+
+def test_paging_more_like_this_within_a_category(client):
+    first = search_item(client, item_id="blue-00", category="blue", k=2).get_json()
+    rest = search_item(client, item_id="blue-00", category="blue", k=2, offset=first["next_offset"]).get_json()
+    ids = [r["item_id"] for r in first["results"] + rest["results"]]
+    assert sorted(ids) == ["blue-01", "blue-02", "blue-03", "blue-04"] and rest["next_offset"] is None
+    assert first["available"] == PER_CLASS - 1
+
+
+def test_a_crop_is_applied_after_the_photo_is_turned_upright(client, embedder):
+    # Upright, the photo is red on top and blue below: the lower half is all blue.
+    response = post_image(client, "/api/search", rotated_jpeg(), "phone.jpg", crop_x="0", crop_y="0.5",
+                          crop_w="1", crop_h="0.5", preview="1")
+    assert response.status_code == 200
+    received = embedder.received[-1]
+    assert received.size == (40, 30)
+    blue = np.asarray(received, dtype=int)[2:-2, 2:-2]
+    assert (blue[..., 2] > 160).all() and (blue[..., 0] < 90).all()
+    query = response.get_json()["query"]
+    assert query == {"kind": "image", "width": 40, "height": 30, "crop": {"x": 0.0, "y": 0.5, "w": 1.0, "h": 0.5},
+                     "preview": query["preview"]}
+    preview = Image.open(io.BytesIO(base64.b64decode(query["preview"].split(",", 1)[1])))
+    assert preview.format == "JPEG" and preview.size == (40, 30)
+
+
+def test_the_camera_input_is_used_when_the_file_picker_is_empty(client, catalog_images):
+    data = {"image": [(io.BytesIO(b""), ""), (io.BytesIO(encode(catalog_images[9])), "camera.jpg")]}
+    response = client.post("/api/search", data=data, content_type="multipart/form-data")
+    assert response.status_code == 200 and response.get_json()["results"][0]["item_id"] == "green-04"
+
+
+def test_items_are_described_and_their_images_served(client):
+    item = client.get("/api/items/purple-03")
+    assert item.status_code == 200
+    assert item.get_json() == {"item_id": "purple-03", "title": "Purple jumper no. 3", "category": "purple",
+                               "split": "val", "image_url": "/api/items/purple-03/image"}
+    image = client.get("/api/items/purple-03/image")
+    assert image.status_code == 200 and image.mimetype == "image/jpeg"
+    assert Image.open(io.BytesIO(image.data)).format == "JPEG"
+
+
+@pytest.mark.parametrize("suffix", ["", "/image"])
+@pytest.mark.parametrize("item_id", ["nope", "..%2F..%2Fconfig.py", "%2e%2e", "blue-03%00", "..%5cconfig.py",
+                                     "red-00%20"])
+def test_unknown_items_and_path_tricks_are_json_404s(client, catalog_images, item_id, suffix):
+    response = client.get(f"/api/items/{item_id}{suffix}")
+    assert response.status_code == 404 and response.mimetype == "application/json"
+    error = response.get_json()["error"]
+    # Ids are looked up in the item table, never used as paths; an id with a slash matches no route at all.
+    assert error.startswith("no catalog item has the id") or error.startswith("The requested URL was not found")
+    assert b"root:" not in response.data
+    assert_still_serving(client, catalog_images)
+
+
+@pytest.mark.parametrize(
+    "send, status, message",
+    [
+        (lambda c: search_item(c, item_id="nope"), 404, "no catalog item has the id 'nope'"),
+        (lambda c: search_item(c, item_id=7), 400, "item_id must be a catalog item's id"),
+        (lambda c: search_item(c, item_id=""), 400, "item_id must be a catalog item's id"),
+        (lambda c: search_item(c, item_id="x" * 300), 400, "1 to 200 characters"),
+        (lambda c: search_item(c, k=3), 400, 'the JSON body needs "item_id"'),
+        (lambda c: search_item(c, item_id="red-00", colour="red"), 400, "unknown field(s) 'colour'"),
+        (lambda c: search_item(c, item_id="red-00", k=0), 400, "k must be a whole number from 1 to 100, got '0'"),
+        (lambda c: search_item(c, item_id="red-00", k=True), 400, "k must be a whole number"),
+        (lambda c: search_item(c, item_id="red-00", offset=-1), 400, "offset must be a whole number from 0 to 1000"),
+        (lambda c: search_item(c, item_id="red-00", offset="1001"), 400, "offset must be a whole number"),
+        (lambda c: search_item(c, item_id="red-00", category="hats"), 400,
+         "unknown category 'hats'; the categories are red, green, blue, yellow, purple, teal"),
+        (lambda c: search_item(c, item_id="red-00", category=3), 400, "category must be a category name"),
+        (lambda c: c.post("/api/search", data="[1, 2]", content_type="application/json"), 400,
+         "the JSON body must be an object"),
+        (lambda c: c.post("/api/search", data="{not json", content_type="application/json"), 400,
+         "the JSON body must be an object"),
+    ],
+    ids=["unknown item", "number id", "empty id", "long id", "no item_id", "unknown field", "k 0", "k true",
+         "negative offset", "offset too deep", "unknown category", "number category", "JSON list", "broken JSON"],
+)
+def test_bad_json_searches_are_clear_json_errors(client, catalog_images, send, status, message):
+    response = send(client)
+    assert response.status_code == status and response.mimetype == "application/json"
+    assert message in response.get_json()["error"]
+    assert_still_serving(client, catalog_images)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"crop_x": "0.1"}, "a crop needs all of crop_x, crop_y, crop_w, crop_h; missing crop_y, crop_w, crop_h"),
+        ({"crop_x": "0", "crop_y": "0", "crop_w": "0", "crop_h": "1"}, "must have a width and height above 0"),
+        ({"crop_x": "0.5", "crop_y": "0", "crop_w": "0.6", "crop_h": "1"}, "lie inside the image"),
+        ({"crop_x": "-0.1", "crop_y": "0", "crop_w": "0.5", "crop_h": "1"}, "crop_x must be a fraction"),
+        ({"crop_x": "0", "crop_y": "nan", "crop_w": "0.5", "crop_h": "1"}, "crop_y must be a fraction"),
+        ({"crop_x": "0", "crop_y": "0", "crop_w": "half", "crop_h": "1"}, "crop_w must be a fraction"),
+        ({"category": "hats"}, "unknown category 'hats'"),
+        ({"offset": "two"}, "offset must be a whole number from 0 to 1000, got 'two'"),
+    ],
+    ids=["partial crop", "zero width", "outside", "negative", "nan", "text", "bad category", "bad offset"],
+)
+def test_bad_upload_fields_are_400s(client, catalog_images, fields, message):
+    response = post_image(client, "/api/search", encode(catalog_images[0]), **fields)
+    assert response.status_code == 400 and message in response.get_json()["error"]
+    assert_still_serving(client, catalog_images)
+
+
+@pytest.mark.parametrize(
+    "data, filename, looks_like",
+    [
+        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "logo.svg", "an XML file (SVG?)"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "logo.svg", "an SVG drawing"),
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "catalogue.pdf", "a PDF document"),
+        (b"<!DOCTYPE html><html></html>", "page.png", "a web page"),
+    ],
+)
+def test_non_images_say_what_they_look_like(client, catalog_images, data, filename, looks_like):
+    response = post_image(client, "/api/search", data, filename)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert f"{filename!r}" in error and "is not an image Lookbook can read" in error and looks_like in error
+    assert_still_serving(client, catalog_images)
+
+
+def test_the_category_names_are_in_healthz(client):
+    assert client.get("/healthz").get_json()["class_names"] == CLASS_NAMES
+
+
+def test_the_default_number_of_results_comes_from_the_config(client, catalog_images):
+    assert len(search_item(client, item_id="red-00").get_json()["results"]) == RESULTS

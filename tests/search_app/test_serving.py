@@ -1,0 +1,130 @@
+"""serve --prod: the worker/thread layout from config, and the real server answering good and bad requests."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from PIL import Image
+
+from config import AppConfig, ConfigError, load_config
+from search_app.serving import resolve_layout
+
+
+@pytest.mark.parametrize(
+    "settings, cores, expected",
+    [
+        ({}, 2, ("waitress", 1, 8, 2)),
+        ({}, 16, ("waitress", 1, 8, 16)),
+        ({"server": "gunicorn", "workers": 2}, 2, ("gunicorn", 2, 8, 1)),
+        ({"server": "gunicorn", "workers": 4, "threads": 2}, 16, ("gunicorn", 4, 2, 4)),
+        ({"torch_threads": 1}, 2, ("waitress", 1, 8, 1)),
+    ],
+)
+def test_the_layout_never_gives_torch_more_threads_than_cores(settings, cores, expected):
+    layout = resolve_layout(AppConfig(**settings), cores)
+    assert (layout.server, layout.workers, layout.threads, layout.torch_threads) == expected
+    assert layout.workers * layout.torch_threads <= cores
+    assert layout.server in layout.describe() and f"{layout.torch_threads} torch thread" in layout.describe()
+
+
+@pytest.mark.parametrize(
+    "settings, cores",
+    [({"server": "gunicorn", "workers": 3}, 2), ({"torch_threads": 4}, 2), ({"server": "gunicorn", "workers": 2,
+                                                                             "torch_threads": 2}, 2)],
+)
+def test_an_oversubscribed_layout_is_a_config_error_naming_the_keys(settings, cores):
+    with pytest.raises(ConfigError, match=r"app\.workers × app\.torch_threads = .* is more than the 2 CPU cores"):
+        resolve_layout(AppConfig(**settings), cores)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("app.server", "uwsgi", "app.server: 'uwsgi' is not one of waitress, gunicorn"),
+        ("app.workers", "2", "app.workers: waitress serves from one process"),
+        ("app.workers", "0", "app.workers: 0 must be an integer from 1 to 64"),
+        ("app.threads", "0", "app.threads"),
+        ("app.max_batch", "0", "app.max_batch"),
+        ("app.batch_wait_ms", "-1", "app.batch_wait_ms"),
+        ("app.batch_wait_ms", "5000", "app.batch_wait_ms: 5000.0 must be at most 1000"),
+        ("app.torch_threads", "many", "app.torch_threads: expected an integer"),
+    ],
+)
+def test_bad_serving_settings_name_the_key(key, value, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={}, overrides={key: value})
+    assert message in str(caught.value)
+
+
+def test_serving_settings_come_from_the_environment_too():
+    config = load_config(env={"LOOKBOOK_APP_SERVER": "gunicorn", "LOOKBOOK_APP_WORKERS": "2",
+                              "LOOKBOOK_APP_BATCH_WAIT_MS": "5"})
+    assert (config.app.server, config.app.workers, config.app.batch_wait_ms) == ("gunicorn", 2, 5.0)
+
+
+def post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def multipart(data: bytes, filename: str = "photo.png") -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def photo(colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (120, 160), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_the_production_server_answers_concurrent_searches_and_bad_input(prod_server):
+    with urllib.request.urlopen(prod_server + "/healthz", timeout=10) as response:
+        health = json.load(response)
+    assert health["model_loaded"] and health["index_loaded"] and health["items"] == 27
+    assert health["batching"]["max_batch"] == 8
+
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)] * 4
+    expected = {colour: post(prod_server + "/api/search", *multipart(photo(colour)))[1]["results"]
+                for colour in set(colours)}
+    answers: list = [None] * len(colours)
+
+    def search(number: int) -> None:
+        answers[number] = post(prod_server + "/api/search", *multipart(photo(colours[number])))
+
+    threads = [threading.Thread(target=search, args=(number,)) for number in range(len(colours))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Batched or not, each query gets its own answer: the same as when it was alone.
+    for colour, (status, answer) in zip(colours, answers):
+        assert status == 200
+        assert [r["item_id"] for r in answer["results"]] == [r["item_id"] for r in expected[colour]]
+        assert [r["similarity"] for r in answer["results"]] == pytest.approx(
+            [r["similarity"] for r in expected[colour]], abs=1e-4)
+
+    bad = [
+        (*multipart(b"hello"), 400, "is not an image"),
+        (*multipart(b"\xff" * (10 * 2**20 + 10)), 413, "larger than the limit"),
+        (b'{"item_id": "nope"}', "application/json", 404, "no catalog item has the id 'nope'"),
+    ]
+    for body, content_type, status, message in bad:
+        got, answer = post(prod_server + "/api/search", body, content_type)
+        assert got == status and message in answer["error"]
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(prod_server + "/api/items/..%2F..%2Fmanage.py/image", timeout=10)
+    assert caught.value.code == 404
+    assert post(prod_server + "/api/search", *multipart(photo((30, 30, 200))))[0] == 200
