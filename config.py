@@ -18,7 +18,7 @@ from typing import Any
 
 ENV_PREFIX = "LOOKBOOK_"
 
-CATALOG_KINDS = ("fashion-mnist", "deepfashion")
+CATALOG_KINDS = ("fashion-mnist", "deepfashion", "fashion-product-images")
 DEEPFASHION_SUBSETS = ("upper", "lower", "full", "all")
 SPLITS = ("train", "val", "test")
 
@@ -36,10 +36,19 @@ class CatalogConfig:
     root: Path | None = None
     # DeepFashion category_type subset: upper (1), lower (2), full (3) or all.
     subset: str = "upper"
+    # Fashion Product Images: "hash" (80/10/10 by product id) or "year" (published: even years train, odd test).
+    split: str = "hash"
+    # Fashion Product Images: "all" articleTypes, or the 20 most frequent ("top20").
+    article_types: str = "all"
+    # Use only this many items, spread evenly over the catalog (0: all of them); for trials and benchmarks.
+    limit: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("catalog.kind", self.kind, CATALOG_KINDS)
         _check_choice("catalog.subset", self.subset, DEEPFASHION_SUBSETS)
+        _check_choice("catalog.split", self.split, ("hash", "year"))
+        _check_choice("catalog.article_types", self.article_types, ("all", "top20"))
+        _check_range("catalog.limit", self.limit, 0, 1 << 40)
 
 
 @dataclass(frozen=True)
@@ -57,10 +66,22 @@ class EmbedderConfig:
     # DataLoader worker processes; None: as many as suit the device (see embedder.extract.resolve_workers).
     workers: int | None = None
     seed: int = 0
+    # Inference arithmetic: "auto" (float16 on CUDA, bfloat16 on CPUs with native bf16, else float32),
+    # "fp32", "bf16" or "fp16" (CUDA only); see embedder/inference.py.
+    precision: str = "auto"
+    # torch.compile the network for build-index: compiling costs minutes on a small CPU (benchmarks/README.md).
+    compile: bool = False
+    # build-index's inference engine: "torch", or "onnxruntime" (CPU, fp32; pip install 'lookbook[onnx]'):
+    # as fast on an idle CPU, 2-3× faster on a busy one (benchmarks/README.md), plus a ~7 s export.
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         _check_choice("embedder.backbone", self.backbone, ("resnet50",))
         _check_choice("embedder.device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("embedder.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _check_choice("embedder.runtime", self.runtime, ("torch", "onnxruntime"))
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"embedder.compile: {self.compile!r} must be true or false")
         if self.image_size is not None:
             _check_range("embedder.image_size", self.image_size, 16, 1024)
         _check_range("embedder.embedding_size", self.embedding_size, 2, 4096)
@@ -120,16 +141,30 @@ class TrainConfig:
 class IndexConfig:
     """The FAISS index over catalog vectors and the kNN vote."""
 
-    kind: str = "flat"
+    # "flat" (exact), "ivf" or "hnsw" (approximate), or "auto": flat below approximate_from vectors, IVF above.
+    kind: str = "auto"
     k: int = 10
     metric: str = "ip"
     gpu: str = "auto"
+    approximate_from: int = 100_000
+    # IVF cells; 0: about 4·√N.
+    nlist: int = 0
+    # Cells (IVF) or candidates (HNSW, efSearch) a query looks at; 0: the fewest that reach recall_target.
+    nprobe: int = 0
+    # recall@10 against exact search that the tuned nprobe must reach, on catalog vectors used as queries.
+    recall_target: float = 0.97
 
     def __post_init__(self) -> None:
-        _check_choice("index.kind", self.kind, ("flat",))
+        _check_choice("index.kind", self.kind, ("auto", "flat", "ivf", "hnsw"))
         _check_choice("index.metric", self.metric, ("ip", "l2"))
         _check_choice("index.gpu", self.gpu, ("auto", "on", "off"))
         _check_range("index.k", self.k, 1, 1000)
+        _check_range("index.approximate_from", self.approximate_from, 1, 1 << 40)
+        _check_range("index.nlist", self.nlist, 0, 1 << 24)
+        _check_range("index.nprobe", self.nprobe, 0, 1 << 24)
+        if not isinstance(self.recall_target, (int, float)) or isinstance(self.recall_target, bool) \
+                or not 0 < self.recall_target <= 1:
+            raise ConfigError(f"index.recall_target: {self.recall_target!r} must be a number in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -138,6 +173,20 @@ class EvaluateConfig:
 
     query_split: str = "test"
     index_splits: tuple[str, ...] = ("train", "val")
+    # Every item queries all the others (the splits are then not used).
+    leave_one_out: bool = False
+    # The k values of the accuracy-versus-k curve; the vote's k (index.k or --k) is always added.
+    k_sweep: tuple[int, ...] = (1, 3, 5, 10, 20, 50)
+    # mAP@R ranks the whole index for every query: exact, and the slowest metric.
+    map_at_r: bool = True
+    # Query embeddings drawn on the t-SNE map (a seeded sample when there are more); 0: no map.
+    map_points: int = 1000
+    # The classes with the lowest top-1 shown with strips of failed queries, and queries per strip.
+    failure_classes: int = 3
+    failures_per_class: int = 4
+    seed: int = 0
+    # Where reports/<timestamp>/ directories go; None: <artifacts>/reports.
+    reports_dir: Path | None = None
 
     def __post_init__(self) -> None:
         _check_choice("evaluate.query_split", self.query_split, SPLITS)
@@ -145,6 +194,11 @@ class EvaluateConfig:
             raise ConfigError("evaluate.index_splits: name at least one split")
         for split in self.index_splits:
             _check_choice("evaluate.index_splits", split, SPLITS)
+        for k in self.k_sweep:
+            _check_range("evaluate.k_sweep", k, 1, 1000)
+        _check_range("evaluate.map_points", self.map_points, 0, 20_000)
+        _check_range("evaluate.failure_classes", self.failure_classes, 0, 1000)
+        _check_range("evaluate.failures_per_class", self.failures_per_class, 1, 50)
 
 
 @dataclass(frozen=True)
@@ -157,12 +211,68 @@ class AppConfig:
     # Larger images are refused before decoding (decompression bombs).
     max_image_pixels: int = 40_000_000
     results: int = 12
+    # `serve --prod`: the WSGI server, its processes (each loads the model once) and request threads each.
+    server: str = "waitress"
+    workers: int = 1
+    threads: int = 8
+    # torch intra-op threads per worker; 0: the cores divided among the workers. workers × threads ≤ cores.
+    torch_threads: int = 0
+    # Concurrent queries share one forward pass, up to max_batch images (1: one at a time); a batch waits
+    # at most batch_wait_ms for queries already being received (a lone query never waits).
+    max_batch: int = 8
+    batch_wait_ms: float = 20.0
 
     def __post_init__(self) -> None:
         _check_range("app.port", self.port, 0, 65535)
         _check_range("app.max_upload_bytes", self.max_upload_bytes, 1024, 1 << 31)
         _check_range("app.max_image_pixels", self.max_image_pixels, 1, 1 << 31)
         _check_range("app.results", self.results, 1, 200)
+        _check_choice("app.server", self.server, ("waitress", "gunicorn"))
+        _check_range("app.workers", self.workers, 1, 64)
+        _check_range("app.threads", self.threads, 1, 256)
+        _check_range("app.torch_threads", self.torch_threads, 0, 256)
+        _check_range("app.max_batch", self.max_batch, 1, 256)
+        _check_nonnegative("app.batch_wait_ms", self.batch_wait_ms)
+        if self.batch_wait_ms > 1000:
+            raise ConfigError(f"app.batch_wait_ms: {self.batch_wait_ms!r} must be at most 1000")
+        if self.server == "waitress" and self.workers != 1:
+            raise ConfigError(f"app.workers: waitress serves from one process, got {self.workers}; "
+                              'set app.server = "gunicorn" for several worker processes')
+
+
+@dataclass(frozen=True)
+class CaptionsConfig:
+    """Captions: the GRU annotator and its training, neighbour consensus, attribute voting."""
+
+    # "auto": the GRU annotator when one was trained on this embedder's vectors, else neighbour consensus.
+    method: str = "auto"
+    consensus_k: int = 15  # neighbours whose titles compete in the consensus
+    attributes_shown: int = 5
+    beam_size: int = 3  # 1 decodes greedily
+    max_length: int = 16  # words, without the end token
+    word_size: int = 128
+    hidden_size: int = 256
+    layers: int = 1
+    dropout: float = 0.2
+    min_word_count: int = 2  # rarer words become <unk>
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    time_budget: int = 0  # seconds, 0 = none
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("captions.method", self.method, ("auto", "gru", "consensus"))
+        for key, low, high in (("consensus_k", 1, 1000), ("attributes_shown", 0, 1000), ("beam_size", 1, 64),
+                               ("max_length", 1, 200), ("word_size", 1, 4096), ("hidden_size", 1, 8192),
+                               ("layers", 1, 8), ("min_word_count", 1, 1_000_000), ("epochs", 1, 10_000),
+                               ("batch_size", 1, 65536), ("time_budget", 0, 10_000_000)):
+            _check_range(f"captions.{key}", getattr(self, key), low, high)
+        for key in ("dropout", "lr", "weight_decay"):
+            _check_nonnegative(f"captions.{key}", getattr(self, key))
+        if self.lr <= 0 or self.dropout >= 1:
+            raise ConfigError("captions.lr must be greater than 0 and captions.dropout less than 1")
 
 
 @dataclass(frozen=True)
@@ -175,6 +285,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     app: AppConfig = field(default_factory=AppConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
     # None: var/<catalog kind>/ under the working directory.
     artifacts_dir: Path | None = None
 
@@ -191,6 +302,7 @@ SECTIONS: dict[str, type] = {
     "index": IndexConfig,
     "evaluate": EvaluateConfig,
     "app": AppConfig,
+    "captions": CaptionsConfig,
 }
 TOP_LEVEL_KEYS = ("artifacts_dir",)
 
@@ -301,7 +413,8 @@ def _convert(key: str, hint: Any, value: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _convert(key, inner[0], value)
     if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
+        # "" (an environment variable or --set left empty) is the empty list.
+        items = [part for part in value.split(",") if part.strip()] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return tuple(_convert(key, args[0], item.strip() if isinstance(item, str) else item) for item in items)

@@ -24,9 +24,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from embedder.checkpoint import CheckpointError
     from embedder.weights import WeightsUnavailableError
     from indexer.embeddings_file import EmbeddingsFileError
+    from indexer.evaluation import EvaluationError
     from indexer.index import IndexFileError
+    from indexer.report_files import ReportFileError
 
-    return USER_ERRORS + (CatalogError, CheckpointError, WeightsUnavailableError, EmbeddingsFileError, IndexFileError)
+    return USER_ERRORS + (CatalogError, CheckpointError, WeightsUnavailableError, EmbeddingsFileError, IndexFileError,
+                          EvaluationError, ReportFileError)
 
 
 def command(function):
@@ -49,7 +52,7 @@ def command(function):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="LOOKBOOK_CONFIG",
               help="TOML configuration file (also LOOKBOOK_CONFIG).")
-@click.option("--catalog", "catalog_kind", help="Catalog kind: fashion-mnist or deepfashion.")
+@click.option("--catalog", "catalog_kind", help="Catalog kind: fashion-mnist, deepfashion or fashion-product-images.")
 @click.option("--root", help="Catalog root directory.")
 @click.option("--weights", help="imagenet, auto, none, or a checkpoint / weights file.")
 @click.option("--artifacts", help="Artifacts directory (default var/<catalog>/).")
@@ -94,15 +97,20 @@ def prepare_catalog(config: Config):
 
 @cli.command("make-sample-catalog")
 @click.argument("root", type=click.Path(file_okay=False))
-@click.option("--per-category", default=12, show_default=True, help="Images per category.")
+@click.option("--per-category", default=12, show_default=True, help="Images (products) per category.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--layout", type=click.Choice(["deepfashion", "fashion-product-images"]), default="deepfashion",
+              show_default=True, help="Whose file layout to write.")
 @command
-def make_sample_catalog(root, per_category, seed):
-    """Write a small catalog in the DeepFashion layout, to try Lookbook without the real data."""
-    from embedder.sample_catalog import write_sample_catalog
+def make_sample_catalog(root, per_category, seed, layout):
+    """Write a small catalog of drawn garments in a real catalog's layout, to try Lookbook without the real data."""
+    if layout == "fashion-product-images":
+        from embedder.sample_products import write_sample_products as write
+    else:
+        from embedder.sample_catalog import write_sample_catalog as write
 
-    path = write_sample_catalog(Path(root), images_per_category=per_category, seed=seed)
-    click.echo(f"Wrote a sample DeepFashion-layout catalog to {path}; use --catalog deepfashion --root {path}")
+    path = write(Path(root), per_category, seed=seed)
+    click.echo(f"Wrote a sample {layout}-layout catalog to {path}; use --catalog {layout} --root {path}")
 
 
 @cli.command()
@@ -147,38 +155,120 @@ def build_index(config: Config, force: bool):
 
 
 @cli.command()
-@click.option("--k", type=int, default=None, help="Neighbours in the vote (default index.k).")
+@click.option("--k", type=int, default=None, help="Neighbours in the vote and in P@k / R@k (default index.k).")
+@click.option("--sweep", default=None, metavar="K,K,...",
+              help="k values of the accuracy-versus-k curve (default evaluate.k_sweep; '' for none).")
+@click.option("--leave-one-out", is_flag=True, help="Every item queries all the others (evaluate.leave_one_out).")
+@click.option("--compare", "compare_with", type=click.Path(), default=None, metavar="REPORT",
+              help="An earlier report (its directory or report.json): print and write per-class differences.")
 @click.pass_obj
 @command
-def evaluate(config: Config, k: int | None):
-    """kNN accuracy per class: queries from one split against an index of the others."""
-    from indexer.embeddings_file import read_embeddings
-    from indexer.evaluation import evaluate_knn
-    from indexer.report import evaluation_table, write_evaluation
+def evaluate(config: Config, k: int | None, sweep: str | None, leave_one_out: bool, compare_with: str | None):
+    """kNN accuracy and retrieval metrics per class; a report with pictures in <artifacts>/reports/<time>/."""
+    import dataclasses
 
+    from indexer.embeddings_file import read_embeddings
+    from indexer.knn_report import write_knn_report
+    from indexer.report import evaluation_table, write_evaluation
+    from indexer.report_compare import comparison_table
+
+    changes = {"leave_one_out": True} if leave_one_out else {}
+    if sweep is not None:
+        try:
+            changes["k_sweep"] = tuple(int(part) for part in sweep.split(",") if part.strip())
+        except ValueError:
+            raise click.BadParameter(f"{sweep!r} is not a comma-separated list of integers", param_hint="--sweep")
+    config = dataclasses.replace(config, evaluate=dataclasses.replace(config.evaluate, **changes))
     vectors = read_embeddings(config.artifacts / "embeddings.h5")
-    evaluation = evaluate_knn(
-        vectors, config.evaluate.query_split, config.evaluate.index_splits, k or config.index.k, config.index.metric,
-        use_gpu=config.index.gpu,
-    )
-    json_path, markdown_path = write_evaluation(evaluation, config.artifacts)
-    click.echo(evaluation_table(evaluation))
-    click.echo(f"Wrote {json_path} and {markdown_path}")
+    report = write_knn_report(vectors, config.evaluate, config.index, config.index.k if k is None else k,
+                              config.evaluate.reports_dir or config.artifacts / "reports",
+                              load_image=_item_image_loader(config, vectors), compare_with=compare_with)
+    json_path, markdown_path = write_evaluation(report.evaluation, config.artifacts)
+    click.echo(evaluation_table(report.evaluation))
+    if report.comparison is not None:
+        click.echo("\n" + comparison_table(report.comparison))
+    click.echo(f"Wrote the report to {report.directory} (report.html, report.md, report.json, classes.csv, "
+               f"{sum(path.suffix == '.png' for path in report.files)} pictures) and {json_path}, {markdown_path}")
+    if vectors.has_titles:
+        _evaluate_captions(config, vectors)
+
+
+@cli.command("train-captioner")
+@click.option("--epochs", type=int, default=None, help="Epochs (default captions.epochs).")
+@click.option("--time-budget", type=int, default=None, help="Seconds of training (default captions.time_budget).")
+@click.pass_obj
+@command
+def train_captioner(config: Config, epochs: int | None, time_budget: int | None):
+    """Train the GRU annotator on the titles and stored vectors of embeddings.h5; saves <artifacts>/captioner.pt."""
+    import dataclasses
+
+    from embedder.caption_training import CaptionCorpus, train_captioner as train
+    from embedder.extract import resolve_device
+    from indexer.embeddings_file import read_embeddings
+
+    changes = {key: value for key, value in (("epochs", epochs), ("time_budget", time_budget)) if value is not None}
+    if changes:
+        config = dataclasses.replace(config, captions=dataclasses.replace(config.captions, **changes))
+    stored = read_embeddings(config.artifacts / "embeddings.h5")
+    corpus = CaptionCorpus(stored.embeddings, stored.title.tolist(), stored.split.tolist(), stored.checkpoint_sha256,
+                           str(stored.source))
+    report = train(config, corpus, device=resolve_device(config.embedder.device))
+    best = "" if report.best_val_loss is None else f", best validation loss {report.best_val_loss:.4f}"
+    click.echo(f"Trained the annotator on {report.train_captions} titles ({report.vocabulary} words) for "
+               f"{report.epochs} epochs in {report.seconds:.0f} s: train loss {report.train_loss:.4f}{best}; "
+               f"stopped: {report.stopped_because}.\nSaved to {report.checkpoint}")
 
 
 @cli.command()
 @click.option("--host", default=None, help="Listen address (default app.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default app.port, 5000).")
+@click.option("--prod", is_flag=True, help="A production WSGI server (app.server, app.workers, app.threads, ...).")
 @click.pass_obj
 @command
-def serve(config: Config, host: str | None, port: int | None):
+def serve(config: Config, host: str | None, port: int | None, prod: bool):
     """Serve the search page and API."""
     from search_app import create_app
 
+    host, port = host or config.app.host, config.app.port if port is None else port
+    if prod:
+        from search_app.serving import serve_production
+
+        click.echo(f"Lookbook is serving {config.catalog.kind} search on http://{host}:{port}/ (production server)")
+        serve_production(config, host, port)
+        return
     app = create_app(config)
-    host, port = host or config.app.host, port or config.app.port
     click.echo(f"Lookbook is serving {config.catalog.kind} search on http://{host}:{port}/")
     app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+def _evaluate_captions(config: Config, vectors) -> None:
+    """Caption metrics of consensus and (when trained for this embedder) the annotator; captions.json and .md."""
+    from embedder.caption_training import annotator_for
+    from embedder.extract import resolve_device
+    from indexer.caption_evaluation import caption_table, evaluate_captions, write_caption_report
+
+    device = resolve_device(config.embedder.device)
+    annotate = annotator_for(config.artifacts, vectors.checkpoint_sha256, config.captions, device)
+    captions = evaluate_captions(vectors, config.evaluate.query_split, config.evaluate.index_splits,
+                                 config.captions.consensus_k, config.index.metric, annotate=annotate,
+                                 use_gpu=config.index.gpu)
+    json_path, markdown_path = write_caption_report(captions, config.artifacts)
+    click.echo("\n" + caption_table(captions))
+    if annotate is None:
+        click.echo("No GRU annotator for this embedder: `python manage.py train-captioner` trains one.")
+    click.echo(f"Wrote {json_path} and {markdown_path}")
+
+
+def _item_image_loader(config: Config, vectors):
+    """Embeddings row -> catalog image, for the report's failed-query strips; None (and a note) without the catalog."""
+    from embedder.catalog import CatalogError
+    from embedder.item_images import catalog_image_loader
+
+    try:
+        return catalog_image_loader(vectors, config.artifacts / "downloads")
+    except CatalogError as error:
+        click.echo(f"No failed-query pictures: {error}")
+        return None
 
 
 def _as_dict(report) -> dict:
@@ -200,6 +290,9 @@ def _build_summary(extraction, index) -> str:
         f"  embedded        {extraction.embedded}" + (" (reused)" if extraction.reused else ""),
         f"  skipped         {len(extraction.skipped)}",
     ]
+    if extraction.rejected:
+        lines.append(f"  rejected rows   {len(extraction.rejected)} (catalog file rows that could not be used; "
+                     "listed in build-report.json)")
     lines += [f"    {item.item_id} ({item.path}): {item.reason}" for item in extraction.skipped[:20]]
     if len(extraction.skipped) > 20:
         lines.append(f"    ... and {len(extraction.skipped) - 20} more in build-report.json")

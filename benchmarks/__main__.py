@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import importlib
-import platform
 import sys
 
 import torch
 
-BENCHMARKS = ("embedding", "search", "accuracy")
+from benchmarks.common import cpu_peak, machine_line
+
+BENCHMARKS = ("embedding", "pipeline", "scaling", "search", "gpu", "accuracy", "evaluate", "serving")
 
 
 def main(names: list[str]) -> None:
-    print(f"# machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"cuda: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
+    print(f"# machine: {machine_line()}\n# CPU peak: {cpu_peak(torch.get_num_threads()).formula}")
     for name in names or BENCHMARKS:
         importlib.import_module(f"benchmarks.bench_{name}").main()
 

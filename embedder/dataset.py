@@ -14,12 +14,14 @@ class CatalogImages(Dataset):
     """Yields (image tensor, catalog row, error text); the error is "" when the image was read."""
 
     def __init__(
-        self, catalog: Catalog, rows: Sequence[int], transform: Callable[[Image.Image], torch.Tensor], image_size: int
+        self, catalog: Catalog, rows: Sequence[int], transform: Callable[[Image.Image], torch.Tensor], image_size: int,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.catalog = catalog
         self.rows = list(rows)
         self.transform = transform
-        self.blank = torch.zeros(3, image_size, image_size)
+        # What a skipped image leaves in its batch: the transform's dtype, or the batch could not be stacked.
+        self.blank = torch.zeros(3, image_size, image_size, dtype=dtype)
 
     def __len__(self) -> int:
         return len(self.rows)

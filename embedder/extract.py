@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -19,8 +20,9 @@ from tqdm import tqdm
 from embedder.catalog import Catalog
 from embedder.checkpoint import LoadedEmbedder
 from embedder.dataset import CatalogImages
+from embedder.inference import autocast, prepare_model, resolve_precision
 from embedder.store import PartialEmbeddings, Skipped
-from embedder.transforms import build_transform
+from embedder.transforms import build_pixel_transform, normalize_batch
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,11 @@ class ExtractionReport:
     images_per_second: float = 0.0
     device: str = "cpu"
     reused: bool = False
+    # Rows of the catalog's own files skipped while reading it ('file, line n: why').
+    rejected: list[str] = field(default_factory=list)
+    precision: str = "fp32"  # the arithmetic the network ran in (embedder.inference)
+    compiled: bool = False
+    runtime: str = "torch"
 
 
 def resolve_device(device: str) -> str:
@@ -49,37 +56,37 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_workers(workers: int | None, device: str) -> int:
-    """Decoding processes for a DataLoader. On a GPU, several keep it fed; on a CPU they compete with the
-    model's own threads (on 2 cores, 2 workers cut Fashion-MNIST embedding from ~300 to ~110 images/s)."""
+    """Decoding processes for a DataLoader. A GPU embeds DeepFashion-size images faster than 8 processes
+    decode them (about 500 images/s each), so all cores but two decode; on a CPU they compete with the
+    model's own threads (on 2 cores, 1 worker slows Fashion-MNIST embedding: benchmarks/README.md)."""
     if workers is not None:
         return workers
     cores = os.cpu_count() or 1
     if device.startswith("cuda"):
-        return min(8, cores)
+        return max(1, min(cores - 2, 32))
     return 0 if cores <= 2 else 1
 
 
-def inference_context(device: str) -> contextlib.AbstractContextManager:
-    """Mixed precision on the GPU, where it roughly doubles throughput; plain float32 on the CPU."""
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+def inference_context(device: str, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """Mixed precision as ``precision`` says ('auto': float16 on the GPU, bfloat16 on CPUs that have it natively)."""
+    return autocast(resolve_precision(precision, device), device)
 
 
 @torch.inference_mode()
-def embed_batch(model: torch.nn.Module, batch: torch.Tensor, device: str) -> np.ndarray:
+def embed_batch(model: torch.nn.Module, batch: torch.Tensor, device: str, precision: str = "auto") -> np.ndarray:
     """One preprocessed batch (N×3×H×W) -> N×D float32 numpy array."""
     batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    with inference_context(device):
+    with inference_context(device, precision):
         return model(batch).float().cpu().numpy()
 
 
 def embed_pil_images(
-    model: torch.nn.Module, images: Sequence[Image.Image], transform: Callable, device: str = "cpu"
+    model: torch.nn.Module, images: Sequence[Image.Image], transform: Callable, device: str = "cpu",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Embed a few PIL images (a shopper's query) -> n×D float32."""
     batch = torch.stack([transform(image) for image in images])
-    return embed_batch(model, batch, device)
+    return embed_batch(model, batch, device, precision)
 
 
 def catalog_identity(catalog: Catalog, embedder: LoadedEmbedder) -> dict:
@@ -102,12 +109,19 @@ def embed_catalog(
     batch_size: int = 128,
     workers: int | None = None,
     device: str = "cpu",
+    precision: str = "auto",
+    compile_model: bool = False,
+    runtime: str = "torch",
 ) -> ExtractionReport:
-    """Embed every catalog image into ``output`` (HDF5), resuming an interrupted run; returns the report."""
+    """Embed every catalog image into ``output`` (HDF5), resuming an interrupted run; returns the report.
+
+    ``precision``, ``compile_model`` and ``runtime`` choose how the network runs (embedder.inference).
+    """
     if len(catalog) == 0:
         raise ValueError(f"the {catalog.kind} catalog at {catalog.root} has no items")
     started = time.perf_counter()
-    embedder.model.eval().to(device).to(memory_format=torch.channels_last)
+    # Read before hours of embedding, so that a damaged attribute file stops the run at once.
+    item_attributes = catalog.item_attributes()
     partial = PartialEmbeddings(
         output.with_name(output.name + ".partial"),
         len(catalog),
@@ -117,18 +131,23 @@ def embed_catalog(
     try:
         resumed = partial.rows_done
         pending = partial.pending_rows()
-        size = embedder.preprocessing.image_size
-        images = CatalogImages(catalog, pending, build_transform(embedder.preprocessing), size)
+        precision = resolve_precision(precision, device, runtime)
+        log.info("Embedding %d images on %s with %s in %s%s", len(pending), device, runtime, precision,
+                 ", compiled" if compile_model else "")
+        model = prepare_model(embedder.model, device, compile_model, runtime, embedder.preprocessing.image_size)
+        images = CatalogImages(catalog, pending, build_pixel_transform(embedder.preprocessing),
+                               embedder.preprocessing.image_size, torch.uint8)
         with tqdm(total=len(catalog), initial=resumed, unit="img", desc="embedding", smoothing=0.1) as progress:
-            for batch, rows, errors in _batches(images, batch_size, workers, device):
-                partial.write(rows.numpy(), embed_batch(embedder.model, batch, device), errors)
+            for rows, vectors, errors in _embeddings(model, embedder, images, batch_size, workers, device, precision,
+                                                     pad=compile_model):
+                partial.write(rows, vectors, errors)
                 progress.update(len(rows))
         skipped = partial.skipped(catalog.items)
         for item in skipped:
             log.warning("Skipped %s (%s): %s", item.item_id, item.path, item.reason)
         if len(skipped) == len(catalog):
             raise RuntimeError(f"none of the {len(catalog)} catalog images could be read; first: {skipped[0].reason}")
-        embedded = partial.finish(output, catalog.items, {**attributes, "skipped": len(skipped)})
+        embedded = partial.finish(output, catalog.items, {**attributes, "skipped": len(skipped)}, item_attributes)
     finally:
         partial.close()
     seconds = time.perf_counter() - started
@@ -141,7 +160,22 @@ def embed_catalog(
         seconds=seconds,
         images_per_second=fresh / seconds if seconds > 0 else 0.0,
         device=device,
+        rejected=catalog.rejected,
+        precision=precision,
+        compiled=compile_model,
+        runtime=runtime,
     )
+
+
+def _embeddings(model: Callable, embedder: LoadedEmbedder, images: CatalogImages, batch_size: int,
+                workers: int | None, device: str, precision: str, pad: bool) -> Iterator[tuple]:
+    """(catalog rows, their vectors, their errors) a batch at a time; uint8 batches are normalised on the device."""
+    for batch, rows, errors in _batches(images, batch_size, workers, device):
+        batch = normalize_batch(batch.to(device, non_blocking=True), embedder.preprocessing)
+        # A compiled network would compile again for a shorter last batch: pad it instead.
+        if pad and len(batch) < batch_size:
+            batch = F.pad(batch, (0, 0, 0, 0, 0, 0, 0, batch_size - len(batch)))
+        yield rows.numpy(), embed_batch(model, batch, device, precision)[:len(rows)], errors
 
 
 def _batches(images: CatalogImages, batch_size: int, workers: int | None, device: str) -> Iterator:
@@ -167,6 +201,7 @@ def embeddings_attributes(catalog: Catalog, embedder: LoadedEmbedder, subset: st
         "catalog_kind": catalog.kind,
         "catalog_root": str(Path(catalog.root).resolve()),
         "catalog_subset": subset,
+        "catalog_options": json.dumps(catalog.options, sort_keys=True),
         "has_titles": bool(catalog.has_titles),
         "class_names": json.dumps(catalog.class_names),
     }

@@ -7,7 +7,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 
 from config import IndexConfig
+from indexer.approximate import IndexPlan, build_approximate, choose_kind, set_search_breadth
 from indexer.embeddings_file import embeddings_shape, file_sha256, read_embeddings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class IndexBuildReport:
     device: str  # "cpu" or "gpu": where the index was built; "cpu" when an existing one was reused
     seconds: float
     reused: bool
+    kind: str = INDEX_KIND  # "flat" (exact), "ivf" or "hnsw"
+    parameters: dict = field(default_factory=dict)  # nlist, nprobe, measured recall... (as in the sidecar)
 
 
 def gpu_available() -> bool:
@@ -75,7 +78,9 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def _to_device(index: faiss.Index, use_gpu: str) -> faiss.Index:
+def _to_device(index: faiss.Index, use_gpu: str, kind: str = INDEX_KIND) -> faiss.Index:
+    if kind == "hnsw":  # faiss has no GPU HNSW; it searches fast enough on the CPU
+        return index
     if _wants_gpu(use_gpu):
         log.info("moving the index to %d GPU(s)", faiss.get_num_gpus())
         return faiss.index_cpu_to_all_gpus(index)
@@ -121,6 +126,7 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
     os.close(handle)
     try:
         write(Path(temporary))
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; artifacts are shared like any other file
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -145,12 +151,16 @@ def save_index(index: faiss.Index, index_path: str | Path, sidecar: dict[str, An
     log.info("wrote %s (%d vectors) and %s", index_path, index.ntotal, sidecar_path(index_path).name)
 
 
-def make_sidecar(count: int, dimension: int, metric: str, embeddings_path: Path, embeddings_sha256: str) -> dict:
+def make_sidecar(count: int, dimension: int, metric: str, embeddings_path: Path, embeddings_sha256: str,
+                 plan: IndexPlan | None = None, request: dict | None = None) -> dict:
     """The ``index.json`` contents for an index built over ``embeddings_path`` (docs/artifacts.md)."""
+    plan = plan or IndexPlan(INDEX_KIND)
     return {
         "format": INDEX_FORMAT,
         "format_version": INDEX_VERSION,
-        "kind": INDEX_KIND,
+        "kind": plan.kind,
+        "parameters": plan.parameters,
+        "request": request or {},
         "metric": metric,
         "count": count,
         "dimension": dimension,
@@ -212,8 +222,12 @@ def load_index(index_path: str | Path, embeddings_path: str | Path, use_gpu: str
             f"{index.metric_type}) but its sidecar says {sidecar['count']} x {sidecar['dimension']} "
             f"({sidecar.get('metric')!r}); {FIX_HINT}"
         )
-    log.info("loaded %s: %d vectors of dimension %d", index_path, index.ntotal, index.d)
-    return _to_device(index, use_gpu)
+    kind = sidecar.get("kind", INDEX_KIND)
+    breadth = sidecar.get("parameters", {}).get("nprobe" if kind == "ivf" else "efSearch")
+    if breadth:
+        set_search_breadth(index, kind, breadth)  # faiss saves it too; the sidecar is what people read
+    log.info("loaded %s: %d vectors of dimension %d (%s)", index_path, index.ntotal, index.d, kind)
+    return _to_device(index, use_gpu, kind)
 
 
 def _reusable(index_path: Path, embeddings_path: Path, sha256: str, config: IndexConfig) -> bool:
@@ -224,11 +238,27 @@ def _reusable(index_path: Path, embeddings_path: Path, sha256: str, config: Inde
     except IndexFileError as error:
         log.info("not reusing %s: %s", index_path, error)
         return False
-    expected = _expected_fields(embeddings_path, sha256) | {"kind": config.kind, "metric": config.metric}
+    expected = _expected_fields(embeddings_path, sha256) | {"metric": config.metric, "request": index_request(config)}
     problem = sidecar_mismatch(sidecar, expected)
     if problem:
         log.info("rebuilding %s: %s", index_path, problem)
     return problem is None
+
+
+def index_request(config: IndexConfig) -> dict[str, Any]:
+    """The settings an index was asked for (kept in the sidecar: changing any of them rebuilds the index)."""
+    return {"kind": config.kind, "approximate_from": config.approximate_from, "nlist": config.nlist,
+            "nprobe": config.nprobe, "recall_target": config.recall_target}
+
+
+def build_planned_index(xb: np.ndarray, config: IndexConfig) -> tuple[faiss.Index, IndexPlan]:
+    """The configured index over ``xb``: exact, or IVF / HNSW with a tuned search breadth (kind "auto": by size)."""
+    kind = choose_kind(len(xb), config.kind, config.approximate_from)
+    if kind == "flat":
+        return build_index(xb, config.metric, config.gpu), IndexPlan("flat")
+    xb = _as_matrix(xb, "xb")
+    return build_approximate(xb, kind, config.metric, nlist=config.nlist, nprobe=config.nprobe,
+                             recall_target=config.recall_target, gpu=kind == "ivf" and _wants_gpu(config.gpu))
 
 
 def build_index_file(embeddings_path: str | Path, index_path: str | Path, config: IndexConfig) -> IndexBuildReport:
@@ -238,14 +268,19 @@ def build_index_file(embeddings_path: str | Path, index_path: str | Path, config
     sha256 = file_sha256(embeddings_path) if embeddings_path.is_file() else ""
     if sha256 and _reusable(index_path, embeddings_path, sha256, config):
         count, dimension = embeddings_shape(embeddings_path)
+        sidecar = read_sidecar(index_path)
         log.info("reusing %s: it matches %s", index_path, embeddings_path)
-        return IndexBuildReport(count, dimension, config.metric, "cpu", time.perf_counter() - started, True)
+        return IndexBuildReport(count, dimension, config.metric, "cpu", time.perf_counter() - started, True,
+                                sidecar.get("kind", INDEX_KIND), sidecar.get("parameters", {}))
     vectors = read_embeddings(embeddings_path)
     device = "gpu" if _wants_gpu(config.gpu) else "cpu"
-    index = build_index(vectors.embeddings, config.metric, config.gpu)
-    sidecar = make_sidecar(vectors.count, vectors.dimension, config.metric, embeddings_path, sha256)
+    index, plan = build_planned_index(vectors.embeddings, config)
+    device = "cpu" if plan.kind == "hnsw" else device
+    sidecar = make_sidecar(vectors.count, vectors.dimension, config.metric, embeddings_path, sha256, plan,
+                           index_request(config))
     save_index(index, index_path, sidecar)
     seconds = time.perf_counter() - started
-    log.info("built a %s %s index over %d vectors on %s in %.1fs", config.kind, config.metric,
-             vectors.count, device, seconds)
-    return IndexBuildReport(vectors.count, vectors.dimension, config.metric, device, seconds, False)
+    log.info("built a %s %s index over %d vectors on %s in %.1fs %s", plan.kind, config.metric,
+             vectors.count, device, seconds, plan.parameters or "")
+    return IndexBuildReport(vectors.count, vectors.dimension, config.metric, device, seconds, False, plan.kind,
+                            plan.parameters)

@@ -67,3 +67,15 @@ def test_config_is_frozen():
     config = load_config(env={})
     with pytest.raises(Exception):
         config.index.k = 3  # type: ignore[misc]
+
+
+def test_caption_and_product_catalog_settings():
+    config = load_config(env={"LOOKBOOK_CAPTIONS_BEAM_SIZE": "1", "LOOKBOOK_CATALOG_ARTICLE_TYPES": "top20"},
+                         overrides={"catalog.kind": "fashion-product-images", "catalog.split": "year"})
+    assert (config.catalog.kind, config.catalog.split, config.catalog.article_types) == (
+        "fashion-product-images", "year", "top20")
+    assert config.captions.beam_size == 1 and config.captions.method == "auto"
+    for key, value in (("captions.method", "magic"), ("captions.beam_size", "0"), ("catalog.split", "month"),
+                       ("captions.dropout", "1.5")):
+        with pytest.raises(ConfigError, match=key.split(".")[0]):
+            load_config(env={}, overrides={key: value})

@@ -1,3 +1,5 @@
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -74,3 +76,40 @@ def test_a_catalog_with_no_readable_image_is_an_error(tmp_path, small_embedder):
     catalog = ColourCatalog(count=4, broken=(0, 1, 2, 3))
     with pytest.raises(RuntimeError, match="none of the 4"):
         run(catalog, small_embedder, tmp_path / "e.h5")
+
+
+class AttributedColours(ColourCatalog):
+    """Colour squares whose one attribute is their row number's parity, and catalog options of their own."""
+
+    @property
+    def options(self):
+        return {"shade": "dark"}
+
+    def item_attributes(self):
+        from embedder.catalog import ItemAttributes
+
+        values = np.array([[1 if row % 2 else -1, 0] for row in range(len(self.items))], dtype=np.int8)
+        return ItemAttributes(["odd", "unknown"], ["style", "style"], values)
+
+
+def test_item_attributes_are_stored_for_the_embedded_rows(tmp_path, small_embedder):
+    from indexer.embeddings_file import read_embeddings
+
+    catalog = AttributedColours(count=8, broken=(3,))
+    attributes = embeddings_attributes(catalog, small_embedder, "all")
+    assert json.loads(attributes["catalog_options"]) == {"shade": "dark"}
+    run(catalog, small_embedder, tmp_path / "embeddings.h5")
+    stored = read_embeddings(tmp_path / "embeddings.h5")
+    assert stored.attribute_names == ["odd", "unknown"] and stored.attribute_kinds == ["style", "style"]
+    rows = [int(item_id[-3:]) for item_id in stored.item_id]
+    assert rows == [0, 1, 2, 4, 5, 6, 7]
+    assert stored.attributes[:, 0].tolist() == [1 if row % 2 else -1 for row in rows]
+    assert not stored.attributes[:, 1].any()
+
+
+def test_a_catalog_without_attributes_stores_none(tmp_path, small_embedder):
+    from indexer.embeddings_file import read_embeddings
+
+    run(ColourCatalog(count=4), small_embedder, tmp_path / "embeddings.h5")
+    stored = read_embeddings(tmp_path / "embeddings.h5")
+    assert stored.attributes is None and stored.attribute_names == []

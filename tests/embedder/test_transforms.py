@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from embedder.transforms import Preprocessing, build_transform
+from embedder.transforms import Preprocessing, build_pixel_transform, build_transform, normalize_batch
 
 
 @pytest.mark.parametrize("resize", ["squash", "pad", "center-crop"])
@@ -34,3 +35,28 @@ def test_preprocessing_round_trip_and_unknown_mode():
     assert Preprocessing.from_dict(p.to_dict()) == p
     with pytest.raises(ValueError, match="resize"):
         Preprocessing(image_size=64, resize="stretch")
+
+
+@pytest.mark.parametrize("grayscale", [False, True])
+@pytest.mark.parametrize("resize", ["pad", "squash", "center-crop"])
+def test_pixel_transform_then_batch_normalisation_is_bit_for_bit_build_transform(resize, grayscale):
+    """build-index converts and normalises a whole batch at once; queries go through build_transform one by one."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((40, 30), (32, 32), (17, 50))]
+    preprocessing = Preprocessing(image_size=24, resize=resize, grayscale=grayscale)
+    pixels = torch.stack([build_pixel_transform(preprocessing)(image) for image in images])
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 3, 24, 24)
+    expected = torch.stack([build_transform(preprocessing)(image) for image in images])
+    assert torch.equal(normalize_batch(pixels, preprocessing), expected)
+
+
+def test_gray_catalogs_resize_one_channel_with_the_same_result_as_three():
+    from torchvision import transforms as T
+
+    from embedder.transforms import to_gray3
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (28, 28, 3), dtype=np.uint8))
+    preprocessing = Preprocessing(image_size=32, resize="squash", grayscale=True)
+    three_channels = T.Compose([to_gray3, T.Resize((32, 32), antialias=True), T.ToTensor(),
+                                T.Normalize(preprocessing.mean, preprocessing.std)])
+    assert torch.equal(build_transform(preprocessing)(image), three_channels(image))

@@ -210,3 +210,13 @@ def test_indexer_never_imports_torch_or_embedder():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_atomic_writes_leave_readable_files_and_no_temporaries(tmp_path):
+    from indexer.index import write_atomically
+
+    target = tmp_path / "report.json"
+    write_atomically(target, lambda temporary: temporary.write_text("{}"))
+    assert target.read_text() == "{}"
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

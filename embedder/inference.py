@@ -1,0 +1,88 @@
+"""How the embedding network runs for inference: BatchNorms folded, channels_last, precision, runtime.
+
+Measured in benchmarks/README.md: on an AVX2-only CPU, bfloat16 is about 5× slower than float32 (oneDNN
+emulates it), so "auto" keeps float32 there and takes bfloat16 only on CPUs that compute it natively
+(AVX512-BF16 or AMX, where a training step measured 1.36× faster; inference there is not measured).
+On a GPU, "auto" is float16 autocast. bfloat16 embeddings agree with float32 ones within the tolerance
+tests/embedder/test_inference.py checks. torch.compile is optional: on a 2-core CPU it compiled for
+minutes and ran no faster than eager with BatchNorms folded.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+from collections.abc import Callable
+
+import torch
+from torch.fx.experimental.optimization import fuse
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RUNTIMES = ("torch", "onnxruntime")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), as oneDNN needs to profit from it."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def onnx_runtime_installed() -> bool:
+    """Whether onnxruntime and the exporter's packages (onnx, onnxscript) can be imported."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
+
+
+def resolve_precision(precision: str, device: str, runtime: str = "torch") -> str:
+    """'auto' -> 'fp16' on CUDA, 'bf16' on CPUs with native bfloat16, else 'fp32'; checks the others fit the device."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"embedder.precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if runtime == "onnxruntime":
+        if precision not in ("auto", "fp32"):
+            raise ValueError(f"embedder.precision {precision!r}: the onnxruntime runtime computes in fp32 only")
+        return "fp32"
+    on_gpu = device.startswith("cuda")
+    if precision == "auto":
+        return "fp16" if on_gpu else ("bf16" if native_bfloat16() else "fp32")
+    if precision == "fp16" and not on_gpu:
+        raise ValueError("embedder.precision 'fp16' needs a CUDA GPU; use 'auto', 'fp32' or 'bf16' on the CPU")
+    return precision
+
+
+def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for a resolved precision ('fp32': none); weights stay float32, the output is made float32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=DTYPES[precision])
+
+
+def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the network in eval mode with each BatchNorm folded into the convolution before it.
+
+    The same function up to float rounding (cosine 0.9999999), with a third fewer passes over the
+    activations: 1.1-1.5× faster on a 2-core CPU at 32 px (benchmarks/README.md).
+    """
+    return fuse(model.eval(), inplace=False)
+
+
+def prepare_model(model: torch.nn.Module, device: str, compile_model: bool = False, runtime: str = "torch",
+                  image_size: int = 224) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A copy of the network for inference: BatchNorms folded, on ``device``, channels_last, compiled if asked;
+    or, with ``runtime`` "onnxruntime", exported to ONNX Runtime for ``image_size`` px images (CPU only).
+
+    torch.compile compiles on the first batch of each shape (a minute or more on a small CPU), so
+    callers keep batches one shape (see embed_catalog) and compile only for long runs.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"embedder.runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if runtime == "onnxruntime":
+        if device != "cpu" or compile_model:
+            raise ValueError("embedder.runtime 'onnxruntime' runs uncompiled on the CPU: set embedder.device to cpu "
+                             "and embedder.compile to false, or embedder.runtime to torch")
+        from embedder.onnx_runtime import OnnxRuntimeModel
+
+        return OnnxRuntimeModel(model, image_size)
+    model = fold_batch_norms(model).to(device).to(memory_format=torch.channels_last)
+    return torch.compile(model, dynamic=False) if compile_model else model

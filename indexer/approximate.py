@@ -1,0 +1,199 @@
+"""Approximate FAISS indexes (IVF, HNSW) for large catalogs, with their search breadth tuned against exact search.
+
+Pure functions over arrays in faiss's names (``xb`` database, ``xq`` queries, ``I`` neighbour ids).
+An approximate index answers a query by looking at part of the catalog: IVF probes ``nprobe`` of its
+``nlist`` k-means cells, HNSW walks a graph keeping ``efSearch`` candidates. How much to look at is
+tuned when the index is built: the smallest setting whose recall@10 against an exact search reaches
+the target, for catalog vectors held out of the index until then (so they query it as new images would).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+KINDS = ("auto", "flat", "ivf", "hnsw")
+# faiss warns below 39 training points per k-means centroid: fewer make poor cells.
+MIN_POINTS_PER_CELL = 39
+HNSW_NEIGHBOURS = 32  # M: graph degree; 32 is faiss's usual choice for 64-256-d vectors
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024)
+TUNING_QUERIES = 1000
+TUNING_K = 10
+# Below this an exact search is instant and an approximate one has too little to learn its cells from.
+MIN_APPROXIMATE = 200
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """Which index to build and with what settings; ``parameters`` go into the sidecar."""
+
+    kind: str  # "flat", "ivf" or "hnsw"
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def choose_kind(count: int, kind: str, approximate_from: int) -> str:
+    """The index kind for ``count`` vectors: ``kind`` itself, or for "auto" flat below ``approximate_from``, else IVF."""
+    if kind not in KINDS:
+        raise ValueError(f"index kind is {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind != "auto":
+        return kind
+    return "ivf" if count >= max(approximate_from, MIN_APPROXIMATE) else "flat"
+
+
+def default_nlist(count: int) -> int:
+    """IVF cells for ``count`` vectors: about 4·√N, with at least 39 vectors per cell to train on."""
+    return max(1, min(round(4 * math.sqrt(count)), count // MIN_POINTS_PER_CELL))
+
+
+def faiss_metric(metric: str) -> int:
+    """faiss's constant for "ip" (inner product) or "l2"."""
+    if metric == "ip":
+        return faiss.METRIC_INNER_PRODUCT
+    if metric == "l2":
+        return faiss.METRIC_L2
+    raise ValueError(f"metric is {metric!r}; expected 'ip' or 'l2'")
+
+
+def empty_index(kind: str, dimension: int, metric: str, nlist: int = 1) -> faiss.Index:
+    """An untrained, empty IVF (``nlist`` cells) or HNSW index that stores the ids it is given."""
+    if kind == "ivf":
+        quantizer = faiss.IndexFlatIP(dimension) if metric == "ip" else faiss.IndexFlatL2(dimension)
+        return faiss.IndexIVFFlat(quantizer, dimension, nlist, faiss_metric(metric))
+    if kind == "hnsw":
+        graph = faiss.IndexHNSWFlat(dimension, HNSW_NEIGHBOURS, faiss_metric(metric))
+        graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        return faiss.IndexIDMap(graph)  # HNSW numbers vectors in insertion order; the map keeps the rows'
+    raise ValueError(f"{kind!r} is not an approximate index kind (ivf, hnsw)")
+
+
+def train_ivf(index: faiss.Index, xb: np.ndarray, gpu: bool = False, seed: int = 0) -> None:
+    """k-means for the IVF cells over all of ``xb``; the assignment step runs on the GPU when ``gpu``."""
+    ivf = faiss.extract_index_ivf(index)
+    if not 1 <= ivf.nlist <= len(xb):
+        raise ValueError(f"index.nlist must lie in 1..{len(xb)} (the number of vectors), got {ivf.nlist}")
+    ivf.cp.seed = seed
+    if gpu:
+        ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(xb.shape[1]))
+    ivf.train(xb)
+    ivf.clustering_index = None
+
+
+def set_search_breadth(index: faiss.Index, kind: str, value: int) -> None:
+    """Set how much of the catalog a query looks at: nprobe (IVF) or efSearch (HNSW); flat ignores it."""
+    if kind == "ivf":
+        faiss.extract_index_ivf(index).nprobe = int(value)
+    elif kind == "hnsw":
+        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+        faiss.downcast_index(inner).hnsw.efSearch = int(value)
+
+
+def recall_at_k(I: np.ndarray, I_exact: np.ndarray) -> float:
+    """Mean over queries of |found ∩ exact| / |exact| (ids of -1 in the exact answer do not count)."""
+    I, I_exact = np.asarray(I), np.asarray(I_exact)
+    if I.shape[0] != I_exact.shape[0]:
+        raise ValueError(f"I has {I.shape[0]} queries but I_exact {I_exact.shape[0]}")
+    hits = [len(np.intersect1d(found[found >= 0], exact[exact >= 0])) for found, exact in zip(I, I_exact)]
+    sizes = (I_exact >= 0).sum(axis=1)
+    return float(np.mean(np.divide(hits, np.maximum(sizes, 1))))
+
+
+def held_out_rows(count: int, queries: int = TUNING_QUERIES, seed: int = 0) -> np.ndarray:
+    """Rows kept out of the index while its search breadth is tuned (a tenth of the catalog at most)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(count, size=max(1, min(queries, count // 10)), replace=False))
+
+
+def exact_neighbours(xb: np.ndarray, ids: np.ndarray, xq: np.ndarray, metric: str, k: int) -> np.ndarray:
+    """The exact k nearest of ``xb`` (whose rows are named ``ids``) for each query, as ids."""
+    exact = faiss.IndexFlatIP(xb.shape[1]) if metric == "ip" else faiss.IndexFlatL2(xb.shape[1])
+    exact.add(xb)
+    _, I = exact.search(xq, min(k, len(xb)))
+    return np.where(I >= 0, ids[np.maximum(I, 0)], -1)
+
+
+def tune_search_breadth(index: faiss.Index, kind: str, xq: np.ndarray, I_exact: np.ndarray,
+                        target: float) -> tuple[int, float]:
+    """The smallest nprobe / efSearch whose recall against ``I_exact`` reaches ``target``; sets it on the index.
+
+    Recall grows with the breadth, so a doubling search followed by a bisection finds the smallest
+    one. Returns (breadth, recall at it); the largest breadth tried when none reaches the target.
+    """
+    k = I_exact.shape[1]
+    candidates = _breadths(index, kind)
+    measured: dict[int, float] = {}
+
+    def recall(value: int) -> float:
+        if value not in measured:
+            set_search_breadth(index, kind, value)
+            measured[value] = recall_at_k(index.search(xq, k)[1], I_exact)
+        return measured[value]
+
+    high = next((value for value in candidates if recall(value) >= target), None)
+    if high is None:
+        best = candidates[-1]
+        log.warning("%s: recall@%d reaches only %.3f at the widest search (%d), below the target %.3f",
+                    kind, k, recall(best), best, target)
+        set_search_breadth(index, kind, best)
+        return best, recall(best)
+    low = max((value for value in measured if value < high), default=0)  # largest known to miss
+    while high - low > 1:
+        middle = (low + high) // 2
+        if recall(middle) >= target:
+            high = middle
+        else:
+            low = middle
+    set_search_breadth(index, kind, high)
+    log.info("%s search breadth %d: recall@%d %.3f against exact (target %.3f, %d queries)",
+             kind, high, k, recall(high), target, len(xq))
+    return high, recall(high)
+
+
+def _breadths(index: faiss.Index, kind: str) -> list[int]:
+    if kind == "ivf":
+        nlist = faiss.extract_index_ivf(index).nlist
+        doublings = [2 ** power for power in range(int(math.log2(nlist)) + 1)]
+        return sorted(set(doublings + [nlist]))
+    if kind == "hnsw":
+        return list(HNSW_EF_SEARCH)
+    raise ValueError(f"only ivf and hnsw have a search breadth, not {kind!r}")
+
+
+def build_approximate(xb: np.ndarray, kind: str, metric: str, *, nlist: int = 0, nprobe: int = 0,
+                      recall_target: float = 0.97, gpu: bool = False, seed: int = 0) -> tuple[faiss.Index, IndexPlan]:
+    """An IVF or HNSW index over ``xb`` (on the CPU) whose search breadth is given or tuned, and its plan.
+
+    The breadth is tuned on up to 1,000 catalog rows held out of the index until the end, so they
+    query it as new images would: a row already in the index finds itself and flatters the recall.
+    """
+    if len(xb) < MIN_APPROXIMATE:
+        raise ValueError(f"an approximate ({kind}) index needs at least {MIN_APPROXIMATE} vectors, not {len(xb)}; "
+                         "set index.kind to flat or auto")
+    parameters: dict[str, Any] = {}
+    if kind == "ivf":
+        parameters["nlist"] = nlist or default_nlist(len(xb))
+    index = empty_index(kind, xb.shape[1], metric, parameters.get("nlist", 1))
+    if kind == "ivf":
+        train_ivf(index, xb, gpu=gpu, seed=seed)
+    else:
+        parameters |= {"M": HNSW_NEIGHBOURS, "efConstruction": HNSW_EF_CONSTRUCTION}
+    held = held_out_rows(len(xb), seed=seed)
+    kept = np.setdiff1d(np.arange(len(xb)), held)
+    index.add_with_ids(xb[kept], kept.astype(np.int64))
+    I_exact = exact_neighbours(xb[kept], kept, xb[held], metric, TUNING_K)
+    if nprobe:
+        set_search_breadth(index, kind, nprobe)
+        breadth, recall = nprobe, recall_at_k(index.search(xb[held], I_exact.shape[1])[1], I_exact)
+    else:
+        breadth, recall = tune_search_breadth(index, kind, xb[held], I_exact, recall_target)
+    index.add_with_ids(xb[held], held.astype(np.int64))
+    name = "nprobe" if kind == "ivf" else "efSearch"
+    parameters |= {name: breadth, f"recall_at_{TUNING_K}": round(recall, 4), "recall_target": recall_target,
+                   "tuning_queries": len(held)}
+    return index, IndexPlan(kind, parameters)
