@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.common import FASHION_MNIST, manage, mib, run_child
+from benchmarks.server_process import free_port, start_server, stop_server
 
 BUILD_TIMEOUT = 3600
 SERVE_TIMEOUT = 300
@@ -44,37 +42,16 @@ def build(directory: Path, size: int) -> dict:
 
 def serve_memory(artifacts: Path, size: int) -> tuple[float, int, int]:
     """Start `manage.py serve` over a build; (seconds until /healthz answers, VmHWM bytes, VmRSS bytes)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = manage("--artifacts", str(artifacts), "--weights", "none", "--set", f"catalog.limit={size}",
-                     "serve", "--host", "127.0.0.1", "--port", str(port))
+    args = ["--artifacts", str(artifacts), "--weights", "none", "--set", f"catalog.limit={size}"]
     started = time.perf_counter()
-    server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = start_server(args, free_port(), artifacts / "serve.log", prod=False, startup_seconds=SERVE_TIMEOUT)
     try:
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"serve exited with {server.returncode}: {server.stderr.read().decode()[-2000:]}")
-            if time.perf_counter() - started > SERVE_TIMEOUT:
-                raise RuntimeError(f"serve did not answer /healthz within {SERVE_TIMEOUT} s")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
         ready = time.perf_counter() - started
         status = dict(line.split(":", 1) for line in Path(f"/proc/{server.pid}/status").read_text().splitlines())
         kib = {key: int(status[key].split()[0]) for key in ("VmHWM", "VmRSS")}
         return ready, kib["VmHWM"] * 1024, kib["VmRSS"] * 1024
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
+        stop_server(server)
 
 def model_alone(images: int = 2048) -> float:
     """images/s of the network alone (as build-index runs it) on preprocessed Fashion-MNIST images, in this process."""

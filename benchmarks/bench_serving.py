@@ -15,7 +15,6 @@ import http.client
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.server_process import free_port, health, start_server, stop_server
 from config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,6 @@ FASHION_MNIST = ROOT / "var" / "fashion-mnist"
 QUERIES = 64
 K = 12
 MAX_REQUESTS = 20_000  # per load run, on top of the time limit
-STARTUP_SECONDS = 180
 # The forward pass is timed for as long as this, not best-of-a-few: a sustained rate, like the HTTP runs'.
 FORWARD_SECONDS = 3.0
 # Server layouts: name -> --set overrides. "serial" runs one query at a time through the model.
@@ -228,36 +227,6 @@ def run_load(port: int, files: list[bytes], clients: int, seconds: float) -> Loa
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(args: list[str], overrides: list[str], port: int, log_path: Path) -> subprocess.Popen:
-    """`manage.py serve --prod` in a subprocess, returned once /healthz answers."""
-    sets = [item for setting in overrides for item in ("--set", setting)]
-    command = [sys.executable, "manage.py", *args, *sets, "serve", "--prod", "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.returncode}; see {log_path}:\n{log_path.read_text()}")
-        try:
-            if health(port)["status"] == "ok":
-                return server
-        except (OSError, http.client.HTTPException, ValueError):
-            time.sleep(0.5)
-    server.kill()
-    raise RuntimeError(f"the server did not answer /healthz within {STARTUP_SECONDS} s; see {log_path}")
-
-
-def health(port: int) -> dict:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.request("GET", "/healthz")
-    return json.loads(connection.getresponse().read())
-
-
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a process and its children so far (gunicorn's workers are children)."""
     total = 0.0
@@ -275,15 +244,6 @@ def _children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -319,7 +279,7 @@ def measure_layout(layout: str, args: list[str], local: InProcess, files: list[b
                    seconds: float, workdir: Path) -> None:
     """Start the server with one layout and load it with each client count, next to in-process numbers."""
     port = free_port()
-    server = start_server(args, LAYOUTS[layout], port, workdir / f"serve-{layout}.log")
+    server = start_server(args, port, workdir / f"serve-{layout}.log", LAYOUTS[layout])
     try:
         for count in clients:
             p50, _, cpu_ms = local.query_ms()

@@ -151,9 +151,9 @@ def sample_artifacts(tmp_path_factory) -> list[str]:
 @pytest.fixture(scope="session")
 def prod_server(sample_artifacts, tmp_path_factory):
     """The base URL of `manage.py serve --prod` (waitress) over the sample artifacts, stopped after the session."""
-    from tests.search_app.live import free_port, start_prod_server, stop
+    from benchmarks.server_process import free_port, start_server, stop_server
 
     port = free_port()
-    server = start_prod_server(sample_artifacts, port, tmp_path_factory.mktemp("server") / "serve.log")
+    server = start_server(sample_artifacts, port, tmp_path_factory.mktemp("server") / "serve.log")
     yield f"http://127.0.0.1:{port}"
-    stop(server)
+    stop_server(server)
