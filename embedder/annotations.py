@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.catalog import CatalogError
+from embedder.catalog import CatalogError, read_text_lines
 
 # Rows of list_attr_img.txt are parsed this many lines at a time (about 8 MB of text).
 MATRIX_BLOCK_LINES = 4096
@@ -76,7 +76,7 @@ def paused_gc() -> Iterator[None]:
 
 
 def _read_annotation(path: Path, columns: int, integer_columns: Collection[int], spaced_first: bool) -> Annotation:
-    lines = _lines(path)
+    lines = read_text_lines(path, ": annotation file is missing; is the catalog root right?")
     count, header = _preamble(path, lines)
     # Whole-list passes (split, zip, map) rather than a loop per line: the real files have 289k lines.
     body = lines[2:]
@@ -139,22 +139,6 @@ def read_sign_matrix(path: Path, width: int, names: Sequence[str]) -> np.ndarray
             "the annotation files disagree: download them again"
         )
     return matrix
-
-
-def _lines(path: Path) -> list[str]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CatalogError(f"{path}: annotation file is missing; is the catalog root right?") from None
-    except OSError as error:
-        raise CatalogError(f"{path}: cannot read the annotation file: {error}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise CatalogError(f"{path}, line {line}: not UTF-8 text ({error.reason}); is this an annotation file?") from None
-    # Universal newlines: Windows line endings leave no '\r' behind.
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _preamble(path: Path, lines: Sequence[str]) -> tuple[int, tuple[str, ...]]:

@@ -18,6 +18,26 @@ class CatalogImageError(RuntimeError):
     """One catalog image that cannot be opened or decoded; the item is skipped and reported."""
 
 
+def read_text_lines(path: Path, missing: str) -> list[str]:
+    """The lines of a catalog's text file (UTF-8, a BOM and any line endings allowed).
+
+    CatalogError naming the file when it is absent (with the hint ``missing``), unreadable or not
+    UTF-8 (with the line of the first bad byte)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CatalogError(f"{path}{missing}") from None
+    except OSError as error:
+        raise CatalogError(f"{path}: cannot be read ({error})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise CatalogError(f"{path}, line {line}: not UTF-8 text ({error.reason})") from None
+    # Universal newlines: Windows line endings leave no '\r' behind.
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 @dataclass(frozen=True)
 class CatalogItem:
     """One catalog image and what is known about it."""

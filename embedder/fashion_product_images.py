@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from embedder.catalog import Catalog, CatalogError, CatalogItem, ItemAttributes
+from embedder.catalog import Catalog, CatalogError, CatalogItem, ItemAttributes, read_text_lines
 from embedder.deepfashion import load_rgb
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class FashionProductImagesCatalog(Catalog):
 def read_styles(path: Path, image_dir: Path, needs_year: bool = False) -> tuple[list[Style], list[str]]:
     """The usable rows of styles.csv (those with an image in ``image_dir``) and, for each skipped row,
     'file, line n: why'; CatalogError if the file or the folder cannot be read."""
-    lines = _text_lines(path)
+    lines = read_text_lines(path, " is missing; is catalog.root the folder of the Fashion Product Images download?")
     header = next(csv.reader([lines[0]])) if lines else []
     if tuple(name.strip() for name in header) != COLUMNS:
         raise CatalogError(f"{path}, line 1: expected the header {','.join(COLUMNS)}, found {lines[0][:200]!r}"
@@ -136,22 +136,6 @@ def read_styles(path: Path, image_dir: Path, needs_year: bool = False) -> tuple[
         seen[style.product_id] = number
         styles.append(style)
     return styles, rejected
-
-
-def _text_lines(path: Path) -> list[str]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CatalogError(f"{path} is missing; is catalog.root the folder of the Fashion Product Images download?") \
-            from None
-    except OSError as error:
-        raise CatalogError(f"{path}: cannot be read ({error})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise CatalogError(f"{path}, line {line}: not UTF-8 text ({error.reason})") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _parse_row(line: str, number: int) -> Style | str:
