@@ -99,6 +99,7 @@ class InProcess:
         import torch
 
         from embedder.checkpoint import load_checkpoint
+        from embedder.inference import prepare_model
         from embedder.transforms import build_transform
         from search_app.engine import SearchEngine
         from search_app.uploads import decode_image
@@ -107,6 +108,8 @@ class InProcess:
         self.config, self.files = config, files
         self.engine = SearchEngine.from_artifacts(config)
         self.loaded = load_checkpoint(config.artifacts / "embedder.pt")
+        # The network as the server runs it: BatchNorms folded, channels_last.
+        self.model = prepare_model(self.loaded.model, "cpu")
         transform = build_transform(self.loaded.preprocessing)
         self.tensors = torch.stack([transform(decode_image(data, "q.png", 10**8)) for data in files])
         self.image_size = self.loaded.preprocessing.image_size
@@ -130,10 +133,10 @@ class InProcess:
         from embedder.extract import embed_batch
 
         chunk = self.tensors.repeat((size + len(self.tensors) - 1) // len(self.tensors), 1, 1, 1)[:size]
-        embed_batch(self.loaded.model, chunk, "cpu")
+        embed_batch(self.model, chunk, "cpu", self.config.embedder.precision)
         images, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            embed_batch(self.loaded.model, chunk, "cpu")
+            embed_batch(self.model, chunk, "cpu", self.config.embedder.precision)
             images += size
         return images / (time.perf_counter() - started)
 
@@ -145,8 +148,7 @@ class InProcess:
             return float("nan")
 
     def close(self) -> None:
-        if self.engine.batcher is not None:
-            self.engine.batcher.close()
+        self.engine.close()
 
 
 def _caption_ms(engine, files: list[bytes], config) -> float:

@@ -20,15 +20,15 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
-import numpy as np
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 _STOP = object()
 
 
-class MicroBatcher(Generic[T]):
+class MicroBatcher(Generic[T, R]):
     """Run ``run_batch`` over items submitted from many threads, up to ``max_batch`` at a time, one batch at a time.
 
     A batch holds whatever was waiting when the previous one finished, plus the announced items that
@@ -36,7 +36,7 @@ class MicroBatcher(Generic[T]):
     are simply serialised.
     """
 
-    def __init__(self, run_batch: Callable[[Sequence[T]], np.ndarray], max_batch: int = 16,
+    def __init__(self, run_batch: Callable[[Sequence[T]], Sequence[R]], max_batch: int = 16,
                  max_wait_s: float = 0.0, name: str = "embedder") -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -70,8 +70,8 @@ class MicroBatcher(Generic[T]):
             with self._changed:
                 self._inside -= 1
 
-    def submit(self, item: T) -> np.ndarray:
-        """The output row for one item; blocks until its batch has run, and raises what the batch raised."""
+    def submit(self, item: T) -> R:
+        """The output for one item; blocks until its batch has run, and raises what the batch raised."""
         if self._closed:
             raise RuntimeError("the batcher is closed")
         if self._thread is None:
@@ -148,7 +148,7 @@ class MicroBatcher(Generic[T]):
         for row, (_, future) in enumerate(batch):
             future.set_result(outputs[row])
 
-    def _checked(self, items: Sequence[T]) -> np.ndarray:
+    def _checked(self, items: Sequence[T]) -> Sequence[R]:
         outputs = self.run_batch(items)
         if len(outputs) != len(items):
             raise RuntimeError(f"the batch function returned {len(outputs)} rows for {len(items)} items")

@@ -13,15 +13,15 @@ import faiss
 import numpy as np
 from PIL import Image
 
-from config import AppConfig, Config
+from config import Config
 from indexer.embeddings_file import EmbeddingsFile, EmbeddingsFileError, read_embeddings
 from indexer.index import load_index
 from indexer.index import search as index_search
 from indexer.knn import knn_vote, top_classes
-from search_app.batching import MicroBatcher
 from search_app.filtering import CategorySearch, without_row
 from search_app.items import ItemTable, display_image, encode_jpeg
 from search_app.captioning import CaptionMaker
+from search_app.query_search import Found, QueryEmbedder, QuerySearcher
 from search_app.results import Neighbour, Prediction, SearchResult
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class SearchEngine:
 
     def __init__(
         self,
-        embed_image: Callable[[Image.Image], np.ndarray],
+        embed_image: Callable[[Image.Image], np.ndarray] | QueryEmbedder,
         index: faiss.Index,
         items: ItemTable,
         class_names: Sequence[str],
@@ -54,16 +54,18 @@ class SearchEngine:
         k: int = 10,
         catalog_kind: str = "",
         model_name: str = "",
-        batcher: MicroBatcher | None = None,
+        max_batch: int = 1,
+        batch_wait_ms: float = 0.0,
         captions: CaptionMaker | None = None,
     ) -> None:
+        """``embed_image`` is an Image -> vector function, or a QueryEmbedder that embeds many prepared images
+        in one pass; concurrent queries then share up to ``max_batch`` passes and index scans."""
         if index.ntotal != len(items):
             raise ValueError(f"the index holds {index.ntotal} vectors but the item table {len(items)} items")
         if len(items) == 0:
             raise ValueError(f"the catalog index is empty; {REBUILD_HINT}")
         if k < 1:
             raise ValueError(f"k (neighbours in the vote) must be at least 1, got {k}")
-        self.embed_image = embed_image
         self.index = index
         self.items = items
         self.class_names = list(class_names)
@@ -73,13 +75,15 @@ class SearchEngine:
         self.catalog_kind = catalog_kind
         self.model_name = model_name
         self.metric = "ip" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
-        self.batcher = batcher
         # Without one, captions are the consensus of the neighbours' titles.
         self.captions = captions if captions is not None else CaptionMaker(items.title, has_titles)
         # Restricting a search to one category: faiss skips the other rows itself, so paging stays exact.
         self._by_category = CategorySearch(index, items.label, len(self.class_names))
         # The app answers requests on several threads; faiss GPU indexes must not be searched concurrently.
         self._search_lock = threading.Lock()
+        if not isinstance(embed_image, QueryEmbedder):
+            embed_image = QueryEmbedder.one_image_at_a_time(embed_image)
+        self.queries = QuerySearcher(embed_image, index, self._search_lock, max_batch, batch_wait_ms / 1e3)
 
     @property
     def count(self) -> int:
@@ -91,8 +95,14 @@ class SearchEngine:
         """The nearest catalog items to an image (ranks offset+1 .. offset+n_results, of one category if given),
         its top categories by kNN vote over the whole catalog, and a caption."""
         started = time.perf_counter()
-        xq = np.asarray(self.embed_image(image), dtype=np.float32).reshape(1, -1)
-        return self._search_vector(xq, n_results, started, category, offset)
+        self._check_page(n_results, offset)
+        # Embedded and searched together with concurrent queries: embed_ms includes the shared index scan.
+        found = self.queries.search(image, self._depth(n_results, offset, skip=0))
+        return self._search_vector(found[0], n_results, started, category, offset, found=found)
+
+    def embed_image(self, image: Image.Image) -> np.ndarray:
+        """The vector of a query image (1-d), as searches embed it."""
+        return self.queries.embed(image)
 
     def search_item(self, item_id: str, n_results: int, *, category: str | None = None,
                     offset: int = 0) -> SearchResult:
@@ -105,17 +115,29 @@ class SearchEngine:
             xq = self.index.reconstruct(row).reshape(1, -1)
         return self._search_vector(xq, n_results, started, category, offset, exclude_row=row)
 
-    def _search_vector(self, xq: np.ndarray, n_results: int, started: float, category: str | None, offset: int,
-                       exclude_row: int | None = None) -> SearchResult:
+    @staticmethod
+    def _check_page(n_results: int, offset: int) -> None:
         if n_results < 1 or offset < 0:
             raise ValueError(f"n_results must be at least 1 and offset at least 0, got {n_results} and {offset}")
+
+    def _depth(self, n_results: int, offset: int, skip: int) -> int:
+        """How many nearest rows a query needs: the page shown, the vote and the caption (plus a row left out)."""
+        return min(max(offset + n_results, self.k, self.captions.depth) + skip, self.count)
+
+    def _search_vector(self, xq: np.ndarray, n_results: int, started: float, category: str | None, offset: int,
+                       exclude_row: int | None = None, found: Found | None = None) -> SearchResult:
+        """The result for a query vector; ``found`` holds its nearest rows when they were searched already."""
+        self._check_page(n_results, offset)
         label = self.label_of(category)
         embedded = time.perf_counter()
         skip = int(exclude_row is not None)
         vote_k = min(self.k, self.count - skip)
         wanted = offset + n_results + skip
         with self._search_lock:
-            D, I = index_search(self.index, xq, min(max(wanted, vote_k + skip, self.captions.depth + skip), self.count))
+            if found is None:
+                D, I = index_search(self.index, xq, self._depth(n_results, offset, skip))
+            else:
+                _, D, I = found
             if label is not None:
                 Dc, Ic = self._by_category.search(xq, label, wanted)
         D, I = without_row(D, I, exclude_row)
@@ -175,9 +197,7 @@ class SearchEngine:
 
     def incoming_query(self, with_image: bool) -> contextlib.AbstractContextManager:
         """Wrap the handling of a request that will embed an image, so a micro-batch can wait for it."""
-        if with_image and self.batcher is not None:
-            return self.batcher.incoming()
-        return contextlib.nullcontext()
+        return self.queries.batcher.incoming() if with_image else contextlib.nullcontext()
 
     def row_of(self, item_id: str) -> int:
         """The index row of an item id; KeyError for ids not in the catalog."""
@@ -195,7 +215,7 @@ class SearchEngine:
         """What a monitor needs to know: is everything loaded, and what is being served."""
         return {
             "status": "ok",
-            "model_loaded": self.embed_image is not None,
+            "model_loaded": True,
             "model_name": self.model_name,
             "index_loaded": self.index is not None and self.index.ntotal > 0,
             "items": self.count,
@@ -207,8 +227,12 @@ class SearchEngine:
             "embedding_size": int(self.index.d),
             "metric": self.metric,
             "k": self.k,
-            "batching": self.batcher.stats() if self.batcher is not None else None,
+            "batching": self.queries.batcher.stats(),
         }
+
+    def close(self) -> None:
+        """Stop the batching thread once the queries already queued are answered."""
+        self.queries.close()
 
     @classmethod
     def from_artifacts(cls, config: Config) -> SearchEngine:
@@ -226,43 +250,42 @@ class SearchEngine:
         loaded = _load_matching_checkpoint(stored, config.artifacts / CHECKPOINT_NAME, device)
         index = load_index(index_path, embeddings_path, config.index.gpu)
         load_item_image = _catalog_image_loader(config, stored)
-        embed_image, batcher = _batched_query_embedder(loaded, device, config.app)
+        query_embedder = _query_embedder(loaded, device, config)
         # One query at start-up: the first shopper does not wait for the warm-up, and a model that
         # does not fit the index is found now rather than on every request.
-        probe = embed_image(Image.new("RGB", (64, 64), "white"))
-        if probe.shape != (index.d,):
-            raise EmbeddingsFileError(f"the checkpoint makes vectors of shape {probe.shape} but {index_path} holds "
-                                      f"vectors of dimension {index.d}; re-run `python manage.py build-index`")
+        probe = np.asarray(query_embedder.embed([query_embedder.prepare(Image.new("RGB", (64, 64), "white"))]))
+        if probe.shape != (1, index.d):
+            raise EmbeddingsFileError(f"the checkpoint makes vectors of shape {probe.shape[1:]} but {index_path} "
+                                      f"holds vectors of dimension {index.d}; re-run `python manage.py build-index`")
         log.info("serving %d %s items with %s (checkpoint %s) on %s", stored.count, stored.catalog_kind,
                  stored.model_name, stored.checkpoint_sha256[:12], device)
         return cls(
-            embed_image, index, ItemTable.from_embeddings(stored), stored.class_names, load_item_image,
+            query_embedder, index, ItemTable.from_embeddings(stored), stored.class_names, load_item_image,
             has_titles=stored.has_titles, k=config.index.k, catalog_kind=stored.catalog_kind,
-            model_name=stored.model_name, batcher=batcher, captions=_caption_maker(config, stored, device),
+            model_name=stored.model_name, max_batch=config.app.max_batch, batch_wait_ms=config.app.batch_wait_ms,
+            captions=_caption_maker(config, stored, device),
         )
 
 
-def _batched_query_embedder(loaded: LoadedEmbedder, device: str,
-                            app: AppConfig) -> tuple[Callable[[Image.Image], np.ndarray], MicroBatcher]:
-    """Image -> vector, preprocessed on the request's thread, embedded in micro-batches on one model thread."""
+def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> QueryEmbedder:
+    """Images preprocessed on the request's thread and embedded as build-index embeds the catalog:
+    BatchNorms folded, channels_last, the configured precision."""
     import torch
 
     from embedder.extract import embed_batch
+    from embedder.inference import prepare_model
     from embedder.transforms import build_transform
 
-    if app.torch_threads:
+    if config.app.torch_threads:
         # Process-wide; serve --prod sets it per worker so that workers × threads never exceed the cores.
-        torch.set_num_threads(app.torch_threads)
-    transform = build_transform(loaded.preprocessing)
-    batcher = MicroBatcher(lambda tensors: embed_batch(loaded.model, torch.stack(list(tensors)), device),
-                           max_batch=app.max_batch, max_wait_s=app.batch_wait_ms / 1e3)
-    log.info("query embedder: batches of up to %d, waiting %.1f ms, %d torch threads", app.max_batch,
-             app.batch_wait_ms, torch.get_num_threads())
-
-    def embed_image(image: Image.Image) -> np.ndarray:
-        return batcher.submit(transform(image))
-
-    return embed_image, batcher
+        torch.set_num_threads(config.app.torch_threads)
+    # Folding makes a copy; the unfolded network is not needed for queries.
+    model = prepare_model(loaded.model, device)
+    precision = config.embedder.precision
+    log.info("query embedder: batches of up to %d, waiting %.1f ms, %d torch threads", config.app.max_batch,
+             config.app.batch_wait_ms, torch.get_num_threads())
+    return QueryEmbedder(prepare=build_transform(loaded.preprocessing),
+                         embed=lambda tensors: embed_batch(model, torch.stack(list(tensors)), device, precision))
 
 
 def _caption_maker(config: Config, stored: EmbeddingsFile, device: str) -> CaptionMaker:

@@ -125,3 +125,38 @@ def test_a_query_vector_of_the_wrong_size_is_an_error(make_engine, catalog_image
     engine = make_engine(embed_image=lambda image: np.ones(5, dtype=np.float32))
     with pytest.raises(ValueError, match="dimension 5 .* dimension 192"):
         engine.search(catalog_images[0], n_results=3)
+
+
+def test_concurrent_searches_through_micro_batches_match_one_at_a_time(make_engine, catalog_images):
+    """Queries that share a model pass and an index scan get what they would have got alone, pages and filters too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from search_app.query_search import QueryEmbedder
+
+    batches: list[int] = []
+
+    def embed_many(vectors):
+        batches.append(len(vectors))
+        return np.stack(vectors)
+
+    alone = make_engine()
+    together = make_engine(embed_image=QueryEmbedder(prepare=embed_pixels, embed=embed_many),
+                           max_batch=8, batch_wait_ms=500)
+    requests = [(row, 3 + row % 4, row % 3, CLASS_NAMES[row % len(CLASS_NAMES)] if row % 2 else None)
+                for row in range(0, len(catalog_images), 2)]
+
+    def ask(engine, request):
+        row, n_results, offset, category = request
+        with engine.incoming_query(with_image=True):
+            result = engine.search(catalog_images[row], n_results, category=category, offset=offset)
+        return ([n.item_id for n in result.neighbours], [round(n.similarity, 5) for n in result.neighbours],
+                [(p.category, round(p.score, 5)) for p in result.predictions], result.available)
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            shared = list(pool.map(lambda request: ask(together, request), requests))
+    finally:
+        together.close()
+    assert shared == [ask(alone, request) for request in requests]
+    assert max(batches) > 1 and sum(batches) == len(requests)
+    assert together.health()["batching"]["largest_batch"] == max(batches)

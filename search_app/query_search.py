@@ -1,0 +1,71 @@
+"""Query images to their nearest catalog rows, many queries at once: one model pass and one index scan per micro-batch.
+
+Searching the batch together matters as much as embedding it together: an exact scan of 70,000
+vectors for one query reads the whole index from memory (8 ms on a 2-core CPU), and the same scan
+answers 8 queries for barely more. Scanning each query alone after a shared forward pass left the
+server at a quarter of the model's batched throughput (benchmarks/bench_serving.py).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+from PIL import Image
+
+from indexer.index import search as index_search
+from search_app.batching import MicroBatcher
+
+# A query's vector (1×D) and its nearest rows: distances and row numbers (1×depth each).
+Found = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class QueryEmbedder:
+    """How query images become vectors: ``prepare`` runs on the request's thread (resize, normalise),
+    ``embed`` turns a list of prepared queries into an n×D array in one model pass."""
+
+    prepare: Callable[[Image.Image], Any]
+    embed: Callable[[Sequence[Any]], np.ndarray]
+
+    @classmethod
+    def one_image_at_a_time(cls, embed_image: Callable[[Image.Image], np.ndarray]) -> QueryEmbedder:
+        """For an Image -> vector function: the vector is made while preparing, the batch only stacks them."""
+        return cls(prepare=embed_image, embed=lambda vectors: np.stack([np.ravel(v) for v in vectors]))
+
+
+class QuerySearcher:
+    """Embed a query image and find its ``depth`` nearest rows, sharing the work with concurrent queries."""
+
+    def __init__(self, embedder: QueryEmbedder, index: faiss.Index, index_lock: threading.Lock,
+                 max_batch: int = 1, max_wait_s: float = 0.0) -> None:
+        self.embedder = embedder
+        self.index = index
+        # Held for every search of the index: faiss GPU indexes must not be searched concurrently.
+        self.index_lock = index_lock
+        self.batcher = MicroBatcher(self._embed_and_search, max_batch=max_batch, max_wait_s=max_wait_s)
+
+    def search(self, image: Image.Image, depth: int) -> Found:
+        """The query's vector and its ``depth`` nearest rows; ValueError when the vector does not fit the index."""
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        return self.batcher.submit((self.embedder.prepare(image), depth))
+
+    def embed(self, image: Image.Image) -> np.ndarray:
+        """The query's vector alone (1-d), outside the batches: for start-up checks and measurements."""
+        return np.asarray(self.embedder.embed([self.embedder.prepare(image)]), dtype=np.float32)[0]
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    def _embed_and_search(self, queries: Sequence[tuple[Any, int]]) -> list[Found]:
+        vectors = np.asarray(self.embedder.embed([prepared for prepared, _ in queries]), dtype=np.float32)
+        vectors = vectors.reshape(len(queries), -1)
+        deepest = min(max(depth for _, depth in queries), self.index.ntotal)
+        with self.index_lock:
+            D, I = index_search(self.index, vectors, deepest)
+        return [(vectors[row:row + 1], D[row:row + 1, :depth], I[row:row + 1, :depth])
+                for row, (_, depth) in enumerate(queries)]
