@@ -133,14 +133,13 @@ class SearchEngine:
         skip = int(exclude_row is not None)
         vote_k = min(self.k, self.count - skip)
         wanted = offset + n_results + skip
-        with self._search_lock:
-            if found is None:
-                D, I = index_search(self.index, xq, self._depth(n_results, offset, skip))
-            else:
-                _, D, I = found
-            if label is not None:
-                Dc, Ic = self._by_category.search(xq, label, wanted)
-        D, I = without_row(D, I, exclude_row)
+        if found is None or label is not None:
+            with self._search_lock:
+                if found is None:
+                    found = (xq, *index_search(self.index, xq, self._depth(n_results, offset, skip)))
+                if label is not None:
+                    Dc, Ic = self._by_category.search(xq, label, wanted)
+        D, I = without_row(found[1], found[2], exclude_row)
         scores = knn_vote(D[:, :vote_k], I[:, :vote_k], self.items.label, len(self.class_names), self.metric)
         classes, class_scores = top_classes(scores, PREDICTIONS)
         predictions = [
@@ -253,9 +252,9 @@ class SearchEngine:
         query_embedder = _query_embedder(loaded, device, config)
         # One query at start-up: the first shopper does not wait for the warm-up, and a model that
         # does not fit the index is found now rather than on every request.
-        probe = np.asarray(query_embedder.embed([query_embedder.prepare(Image.new("RGB", (64, 64), "white"))]))
+        probe = query_embedder.embed_one(Image.new("RGB", (64, 64), "white"))
         if probe.shape != (1, index.d):
-            raise EmbeddingsFileError(f"the checkpoint makes vectors of shape {probe.shape[1:]} but {index_path} "
+            raise EmbeddingsFileError(f"the checkpoint makes vectors of dimension {probe.shape[1]} but {index_path} "
                                       f"holds vectors of dimension {index.d}; re-run `python manage.py build-index`")
         log.info("serving %d %s items with %s (checkpoint %s) on %s", stored.count, stored.catalog_kind,
                  stored.model_name, stored.checkpoint_sha256[:12], device)
