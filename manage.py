@@ -227,15 +227,20 @@ def train_captioner(config: Config, epochs: int | None, time_budget: int | None)
 @command
 def serve(config: Config, host: str | None, port: int | None, prod: bool):
     """Serve the search page and API."""
-    from search_app import create_app
-
     host, port = host or config.app.host, config.app.port if port is None else port
     if prod:
+        # OpenMP threads that spin after each parallel region (libgomp's default) take the cores from
+        # the request threads between forward passes and index scans: 8 clients got 7 of 9 runs faster
+        # with passive waiting (benchmarks/bench_serving.py). torch and faiss read it once, when they
+        # load, so it is set before either is imported; an operator's own OMP_WAIT_POLICY wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from search_app.serving import serve_production
 
         click.echo(f"Lookbook is serving {config.catalog.kind} search on http://{host}:{port}/ (production server)")
         serve_production(config, host, port)
         return
+    from search_app import create_app
+
     app = create_app(config)
     click.echo(f"Lookbook is serving {config.catalog.kind} search on http://{host}:{port}/")
     app.run(host=host, port=port, threaded=True, use_reloader=False)

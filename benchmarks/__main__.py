@@ -8,7 +8,7 @@ import torch
 
 from benchmarks.common import cpu_peak, machine_line
 
-BENCHMARKS = ("embedding", "pipeline", "scaling", "search", "gpu", "accuracy", "evaluate", "serving")
+BENCHMARKS = ("embedding", "training", "pipeline", "scaling", "search", "gpu", "accuracy", "evaluate", "serving")
 
 
 def main(names: list[str]) -> None:

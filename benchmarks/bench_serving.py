@@ -2,11 +2,13 @@
 
 Everything is measured in one run on the same images: the in-process time of one query (decode,
 embed, search; no HTTP), the embedder's batched forward throughput at the catalog's image size, and
-HTTP latency (p50/p95/p99), throughput and errors for each server layout and client count.
+HTTP latency (p50/p95/p99), throughput and errors for each server layout and client count, and, from
+the server's /healthz, where its micro-batches' time went (embedding, index scan, and the wall time
+per batch, which also holds the requests' own work: upload parsing, decoding, answers).
 Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them, else a generated
 sample catalog embedded with random weights (the model's cost is the same either way).
 
-    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts batched,serial,gunicorn]
+    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts batched,batched-ivf,serial,gunicorn]
 """
 from __future__ import annotations
 
@@ -36,9 +38,11 @@ K = 12
 MAX_REQUESTS = 20_000  # per load run, on top of the time limit
 # The forward pass is timed for as long as this, not best-of-a-few: a sustained rate, like the HTTP runs'.
 FORWARD_SECONDS = 3.0
-# Server layouts: name -> --set overrides. "serial" runs one query at a time through the model.
+# Server layouts: name -> --set overrides. "serial" runs one query at a time through the model;
+# "batched-ivf" is "batched" over an IVF index of the same embeddings (ivf_artifacts builds it).
 LAYOUTS = {
     "batched": ["app.server=waitress", "app.max_batch=8"],
+    "batched-ivf": ["app.server=waitress", "app.max_batch=8"],
     "serial": ["app.server=waitress", "app.max_batch=1"],
     "gunicorn": ["app.server=gunicorn", "app.workers=2", "app.torch_threads=1", "app.max_batch=8"],
 }
@@ -76,6 +80,20 @@ def prepare_artifacts(workdir: Path, image_size: int) -> tuple[list[str], Config
     subprocess.run([sys.executable, "manage.py", *args, "build-index"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return args, load_config(env={}, overrides=settings)
+
+
+def ivf_artifacts(args: list[str], config: Config, workdir: Path) -> list[str]:
+    """--set overrides that serve the same embeddings and checkpoint through an IVF index, built here."""
+    target = workdir / "ivf-artifacts"
+    target.mkdir(exist_ok=True)
+    for name in ("embeddings.h5", "embedder.pt"):
+        if not (target / name).exists():
+            (target / name).symlink_to((config.artifacts / name).resolve())
+    overrides = [f"artifacts_dir={target}", "index.kind=ivf"]
+    sets = [item for setting in overrides for item in ("--set", setting)]
+    subprocess.run([sys.executable, "manage.py", *args, *sets, "build-index"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return overrides
 
 
 def query_images(config, count: int) -> list[bytes]:
@@ -268,20 +286,21 @@ def main(argv: list[str] | None = None) -> None:
         print("In-process numbers are measured right before each HTTP run, the server idle.\n")
         print("| layout | clients | in-process p50 ms | in-process CPU ms | batched forward img/s | requests | errors "
               "| p50 ms | p95 ms | p99 ms | req/s | p50 / in-process | req/s / forward | mean batch "
-              "| server CPU ms / request | client CPU ms / request |")
-        print("|" + "---|" * 16)
+              "| server CPU ms / request | client CPU ms / request | per batch: embed ms | scan ms | wall ms |")
+        print("|" + "---|" * 19)
         try:
             for layout in options.layouts.split(","):
-                measure_layout(layout, args, local, files, clients, options.seconds, workdir)
+                settings = LAYOUTS[layout] + (ivf_artifacts(args, config, workdir) if layout.endswith("-ivf") else [])
+                measure_layout(layout, args, settings, local, files, clients, options.seconds, workdir)
         finally:
             local.close()
 
 
-def measure_layout(layout: str, args: list[str], local: InProcess, files: list[bytes], clients: list[int],
-                   seconds: float, workdir: Path) -> None:
+def measure_layout(layout: str, args: list[str], settings: list[str], local: InProcess, files: list[bytes],
+                   clients: list[int], seconds: float, workdir: Path) -> None:
     """Start the server with one layout and load it with each client count, next to in-process numbers."""
     port = free_port()
-    server = start_server(args, port, workdir / f"serve-{layout}.log", LAYOUTS[layout])
+    server = start_server(args, port, workdir / f"serve-{layout}.log", settings)
     try:
         for count in clients:
             p50, _, cpu_ms = local.query_ms()
@@ -297,9 +316,19 @@ def measure_layout(layout: str, args: list[str], local: InProcess, files: list[b
                   f"| {result.percentile(95):.1f} | {result.percentile(99):.1f} | {result.throughput:.1f} "
                   f"| {result.percentile(50) / p50:.2f} | {result.throughput / forward:.2f} "
                   f"| {mean_batch(before, after)} | {1e3 * cpu / max(len(result.latencies_ms), 1):.1f} "
-                  f"| {1e3 * client_cpu / max(len(result.latencies_ms), 1):.1f} |", flush=True)
+                  f"| {1e3 * client_cpu / max(len(result.latencies_ms), 1):.1f} | {batch_times(before, after, result.seconds)} |",
+                  flush=True)
     finally:
         stop_server(server)
+
+
+def batch_times(before: dict, after: dict, seconds: float) -> str:
+    """Mean ms per micro-batch embedding, scanning the index, and in all (the wall time over the batches)."""
+    batches = after.get("batches", 0) - before.get("batches", 0)
+    if batches <= 0 or "embed_seconds" not in after:
+        return "- | - | -"
+    embed, scan = (1e3 * (after[key] - before[key]) / batches for key in ("embed_seconds", "scan_seconds"))
+    return f"{embed:.1f} | {scan:.1f} | {1e3 * seconds / batches:.1f}"
 
 
 def mean_batch(before: dict, after: dict) -> str:

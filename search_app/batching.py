@@ -52,6 +52,7 @@ class MicroBatcher(Generic[T, R]):
         self._expected = 1  # how many queries a batch waits for: the recent peak of _inside
         self._counts = threading.Lock()
         self.batches = self.items = self.largest = 0
+        self.busy_s = 0.0  # time spent in run_batch: with the batches' count, how busy the model is
         self._closed = False
         self._thread: threading.Thread | None = None
         if max_batch > 1:
@@ -104,6 +105,7 @@ class MicroBatcher(Generic[T, R]):
                 "items": self.items,
                 "mean_batch": round(self.items / self.batches, 3) if self.batches else 0.0,
                 "largest_batch": self.largest,
+                "busy_seconds": round(self.busy_s, 3),
             }
 
     def _loop(self) -> None:
@@ -149,7 +151,12 @@ class MicroBatcher(Generic[T, R]):
             future.set_result(outputs[row])
 
     def _checked(self, items: Sequence[T]) -> Sequence[R]:
-        outputs = self.run_batch(items)
+        started = time.perf_counter()
+        try:
+            outputs = self.run_batch(items)
+        finally:
+            with self._counts:
+                self.busy_s += time.perf_counter() - started
         if len(outputs) != len(items):
             raise RuntimeError(f"the batch function returned {len(outputs)} rows for {len(items)} items")
         return outputs

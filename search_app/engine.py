@@ -226,7 +226,7 @@ class SearchEngine:
             "embedding_size": int(self.index.d),
             "metric": self.metric,
             "k": self.k,
-            "batching": self.queries.batcher.stats(),
+            "batching": self.queries.stats(),
         }
 
     def close(self) -> None:

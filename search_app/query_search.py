@@ -8,6 +8,7 @@ left the server at a quarter of the model's batched throughput (benchmarks/bench
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,11 @@ class QuerySearcher:
         # Held for every search of the index: faiss GPU indexes must not be searched concurrently.
         self.index_lock = index_lock
         self.batcher = MicroBatcher(self._embed_and_search, max_batch=max_batch, max_wait_s=max_wait_s)
+        self.embed_s = self.scan_s = 0.0  # where the batches' time goes, for /healthz
+
+    def stats(self) -> dict[str, Any]:
+        """The batcher's counts, and the seconds its batches spent embedding and scanning the index."""
+        return {**self.batcher.stats(), "embed_seconds": round(self.embed_s, 3), "scan_seconds": round(self.scan_s, 3)}
 
     def search(self, image: Image.Image, depth: int) -> Found:
         """The query's vector and its ``depth`` nearest rows; ValueError when the vector does not fit the index."""
@@ -66,10 +72,15 @@ class QuerySearcher:
         self.batcher.close()
 
     def _embed_and_search(self, queries: Sequence[tuple[Any, int]]) -> list[Found]:
+        started = time.perf_counter()
         vectors = np.asarray(self.embedder.embed([prepared for prepared, _ in queries]), dtype=np.float32)
         vectors = vectors.reshape(len(queries), -1)
+        embedded = time.perf_counter()
         deepest = min(max(depth for _, depth in queries), self.index.ntotal)
         with self.index_lock:
             D, I = index_search(self.index, vectors, deepest)
+        # Only the batching thread writes these; a reader may see one batch late.
+        self.embed_s += embedded - started
+        self.scan_s += time.perf_counter() - embedded
         return [(vectors[row:row + 1], D[row:row + 1, :depth], I[row:row + 1, :depth])
                 for row, (_, depth) in enumerate(queries)]

@@ -128,3 +128,25 @@ def test_the_production_server_answers_concurrent_searches_and_bad_input(prod_se
         urllib.request.urlopen(prod_server + "/api/items/..%2F..%2Fmanage.py/image", timeout=10)
     assert caught.value.code == 404
     assert post(prod_server + "/api/search", *multipart(photo((30, 30, 200))))[0] == 200
+
+
+@pytest.mark.parametrize(("operator_setting", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_serve_prod_lets_openmp_threads_sleep_unless_the_operator_said_otherwise(monkeypatch, operator_setting,
+                                                                               expected):
+    import os
+
+    from click.testing import CliRunner
+
+    import search_app.serving
+    from manage import cli
+
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    if operator_setting is not None:
+        environment["OMP_WAIT_POLICY"] = operator_setting
+    monkeypatch.setattr(os, "environ", environment)
+    seen = {}
+    monkeypatch.setattr(search_app.serving, "serve_production",
+                        lambda config, host, port: seen.update(policy=os.environ.get("OMP_WAIT_POLICY")))
+    result = CliRunner().invoke(cli, ["serve", "--prod", "--host", "127.0.0.1", "--port", "5999"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"policy": expected}

@@ -1,0 +1,108 @@
+"""Training step throughput on the CPU: ResNet-50's convolutions as oneDNN runs them, and with 1×1 outputs as products.
+
+Both networks start from the same random weights and take the same P×K batch (Fashion-MNIST images
+when installed) through the training step `manage.py train` runs: triplet + classification loss,
+backward, AdamW. They take turns, best of --rounds. Then the three layers the shortcut changes at
+32 px, forward + backward alone, to show where the difference comes from.
+
+    python -m benchmarks.bench_training [--rounds 3] [--classes 10] [--per-class 12]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+
+import numpy as np
+import torch
+
+from benchmarks.common import FASHION_MNIST, interleaved_best
+from config import Config, TrainConfig, load_config
+from embedder.checkpoint import catalog_preprocessing
+from embedder.dataset import CatalogImages
+from embedder.fashion_mnist import FashionMnistCatalog, has_fashion_mnist
+from embedder.model import EmbeddingNet
+from embedder.single_pixel_convs import use_single_pixel_convs
+from embedder.train import Trainee, build_trainee, train_step
+from embedder.transforms import build_transform
+
+IMAGE_SIZE = 32
+
+
+def training_batch(config: Config, classes: int, per_class: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A P×K batch as the trainer feeds it (preprocessed, channels_last): Fashion-MNIST's when installed."""
+    if has_fashion_mnist(FASHION_MNIST):
+        catalog = FashionMnistCatalog(FASHION_MNIST)
+        labels_of = np.array([item.label for item in catalog.items])
+        rows = [row for label in range(classes) for row in np.flatnonzero(labels_of == label)[:per_class]]
+        images = CatalogImages(catalog, np.array(rows), build_transform(catalog_preprocessing(config.embedder, catalog)),
+                               IMAGE_SIZE)
+        batch = torch.stack([images[i][0] for i in range(len(rows))])
+        labels = torch.from_numpy(labels_of[rows])
+        source = f"{len(rows)} Fashion-MNIST images"
+    else:
+        labels = torch.arange(classes).repeat_interleave(per_class)
+        batch = torch.randn(len(labels), 3, IMAGE_SIZE, IMAGE_SIZE)
+        source = f"{len(labels)} random images (Fashion-MNIST is not installed)"
+    return batch.contiguous(memory_format=torch.channels_last), labels, source
+
+
+def plain_convolutions(trainee: Trainee) -> Trainee:
+    """The same trainee with every convolution back to a plain nn.Conv2d (what training ran before the shortcut)."""
+    plain = copy.deepcopy(trainee)
+    for module in plain.model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.__class__ = torch.nn.Conv2d
+    return plain
+
+
+def layer_times(rounds: int, batch_size: int) -> list[tuple[str, float, float]]:
+    """Forward + backward ms of the 3×3 convolutions with a 1×1 output at 32 px: plain, and as a product."""
+    rows = []
+    shapes = [("layer4.0.conv2: 512→512, 3×3 stride 2 on 2×2", 512, 2, 2), ("layer4.1-2.conv2: 512→512, 3×3 on 1×1", 512, 1, 1)]
+    for name, channels, size, stride in shapes:
+        fast = torch.nn.Conv2d(channels, channels, 3, stride, 1, bias=False).to(memory_format=torch.channels_last)
+        plain = copy.deepcopy(fast)
+        use_single_pixel_convs(fast)
+        x = torch.randn(batch_size, channels, size, size).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
+
+        def step(conv: torch.nn.Conv2d) -> None:
+            conv(x).sum().backward()
+
+        best = interleaved_best({"plain": lambda: step(plain), "product": lambda: step(fast)}, rounds)
+        rows.append((name, 1e3 * best["plain"], 1e3 * best["product"]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=TrainConfig.classes_per_batch)
+    parser.add_argument("--per-class", type=int, default=TrainConfig.images_per_class)
+    options = parser.parse_args(argv if argv is not None else [])
+    torch.manual_seed(0)
+    config = load_config(env={}, overrides={"embedder.weights": "none", "embedder.image_size": str(IMAGE_SIZE)})
+    fast = build_trainee(config, options.classes, "cpu")
+    plain = plain_convolutions(fast)
+    batch, labels, source = training_batch(config, options.classes, options.per_class)
+    weight = config.train.aux_loss_weight
+    best = interleaved_best({
+        "plain": lambda: train_step(plain, batch, labels, weight, amp=False),
+        "product": lambda: train_step(fast, batch, labels, weight, amp=False),
+    }, options.rounds)
+    print(f"\n## training step: ResNet-50 at {IMAGE_SIZE} px, {source}, {torch.get_num_threads()} threads, "
+          f"best of {options.rounds}\n")
+    print("| convolutions | ms per step | images/s | vs plain |")
+    print("|---|---|---|---|")
+    for name, label in (("plain", "oneDNN for every convolution"), ("product", "1×1 outputs as one product (train)")):
+        print(f"| {label} | {1e3 * best[name]:.0f} | {len(labels) / best[name]:.1f} | {best['plain'] / best[name]:.2f} |")
+    print("\n| layer (forward + backward) | oneDNN ms | product ms | ratio |")
+    print("|---|---|---|---|")
+    for name, plain_ms, product_ms in layer_times(options.rounds, len(labels)):
+        print(f"| {name} | {plain_ms:.1f} | {product_ms:.1f} | {plain_ms / product_ms:.1f} |")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
