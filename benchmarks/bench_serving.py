@@ -38,11 +38,10 @@ K = 12
 MAX_REQUESTS = 20_000  # per load run, on top of the time limit
 # The forward pass is timed for as long as this, not best-of-a-few: a sustained rate, like the HTTP runs'.
 FORWARD_SECONDS = 3.0
-# Server layouts: name -> --set overrides. "serial" runs one query at a time through the model;
-# "batched-ivf" is "batched" over an IVF index of the same embeddings (ivf_artifacts builds it).
+# Server layouts: name -> --set overrides. "serial" runs one query at a time through the model.
+# Any name with "-ivf" added ("batched-ivf") serves the same embeddings through an IVF index (ivf_artifacts).
 LAYOUTS = {
     "batched": ["app.server=waitress", "app.max_batch=8"],
-    "batched-ivf": ["app.server=waitress", "app.max_batch=8"],
     "serial": ["app.server=waitress", "app.max_batch=1"],
     "gunicorn": ["app.server=gunicorn", "app.workers=2", "app.torch_threads=1", "app.max_batch=8"],
 }
@@ -270,7 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts (default 1,8)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run (default 10)")
-    parser.add_argument("--layouts", default="batched,serial", help=f"among {', '.join(LAYOUTS)}")
+    parser.add_argument("--layouts", default="batched,serial",
+                        help=f"among {', '.join(LAYOUTS)}, each also with -ivf (an IVF index of the same vectors)")
     parser.add_argument("--image-size", type=int, default=32, help="for a generated catalog (default 32)")
     options = parser.parse_args(argv if argv is not None else [])
     clients = [int(c) for c in options.clients.split(",")]
@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
         print("|" + "---|" * 19)
         try:
             for layout in options.layouts.split(","):
-                settings = LAYOUTS[layout] + (ivf_artifacts(args, config, workdir) if layout.endswith("-ivf") else [])
+                ivf = layout.endswith("-ivf")
+                settings = LAYOUTS[layout.removesuffix("-ivf")] + (ivf_artifacts(args, config, workdir) if ivf else [])
                 measure_layout(layout, args, settings, local, files, clients, options.seconds, workdir)
         finally:
             local.close()
