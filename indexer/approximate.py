@@ -94,14 +94,31 @@ def set_search_breadth(index: faiss.Index, kind: str, value: int) -> None:
         faiss.downcast_index(inner).hnsw.efSearch = int(value)
 
 
-def recall_at_k(I: np.ndarray, I_exact: np.ndarray) -> float:
-    """Mean over queries of |found ∩ exact| / |exact| (ids of -1 in the exact answer do not count)."""
+def recall_at_k(I: np.ndarray, I_exact: np.ndarray, D: np.ndarray | None = None, D_exact: np.ndarray | None = None,
+                metric: str = "ip") -> float:
+    """Mean over queries of |found ∩ exact| / |exact| (ids of -1 in the exact answer do not count).
+
+    Given the distances too, a found row that ties the exact k-th distance counts as well: when many
+    catalog vectors are equally near (duplicate images, or an untrained embedder that maps thousands of
+    images to one vector), which of them the exact search names is arbitrary, and counting by id alone
+    once made an exhaustive IVF search look like recall 0.32.
+    """
     I, I_exact = np.asarray(I), np.asarray(I_exact)
     if I.shape[0] != I_exact.shape[0]:
         raise ValueError(f"I has {I.shape[0]} queries but I_exact {I_exact.shape[0]}")
-    hits = [len(np.intersect1d(found[found >= 0], exact[exact >= 0])) for found, exact in zip(I, I_exact)]
     sizes = (I_exact >= 0).sum(axis=1)
-    return float(np.mean(np.divide(hits, np.maximum(sizes, 1))))
+    hits = np.array([len(np.intersect1d(found[found >= 0], exact[exact >= 0])) for found, exact in zip(I, I_exact)])
+    if D is not None and D_exact is not None:
+        hits = np.maximum(hits, _as_near_as_exact(np.asarray(D), I, np.asarray(D_exact), sizes, metric))
+    return float(np.mean(np.divide(np.minimum(hits, sizes), np.maximum(sizes, 1))))
+
+
+def _as_near_as_exact(D: np.ndarray, I: np.ndarray, D_exact: np.ndarray, sizes: np.ndarray, metric: str) -> np.ndarray:
+    """Per query, how many found rows are at least as near as the exact answer's farthest (within float rounding)."""
+    last = D_exact[np.arange(len(D_exact)), np.maximum(sizes - 1, 0)][:, None]
+    tolerance = 1e-5 * np.maximum(1.0, np.abs(last))
+    near = D >= last - tolerance if metric == "ip" else D <= last + tolerance
+    return ((I >= 0) & near).sum(axis=1)
 
 
 def held_out_rows(count: int, queries: int = TUNING_QUERIES, seed: int = 0) -> np.ndarray:
@@ -110,21 +127,23 @@ def held_out_rows(count: int, queries: int = TUNING_QUERIES, seed: int = 0) -> n
     return np.sort(rng.choice(count, size=max(1, min(queries, count // 10)), replace=False))
 
 
-def exact_neighbours(xb: np.ndarray, ids: np.ndarray, xq: np.ndarray, metric: str, k: int) -> np.ndarray:
-    """The exact k nearest of ``xb`` (whose rows are named ``ids``) for each query, as ids."""
+def exact_neighbours(xb: np.ndarray, ids: np.ndarray, xq: np.ndarray, metric: str,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact k nearest of ``xb`` (whose rows are named ``ids``) for each query: distances, and ids."""
     exact = faiss.IndexFlatIP(xb.shape[1]) if metric == "ip" else faiss.IndexFlatL2(xb.shape[1])
     exact.add(xb)
-    _, I = exact.search(xq, min(k, len(xb)))
-    return np.where(I >= 0, ids[np.maximum(I, 0)], -1)
+    D, I = exact.search(xq, min(k, len(xb)))
+    return D, np.where(I >= 0, ids[np.maximum(I, 0)], -1)
 
 
-def tune_search_breadth(index: faiss.Index, kind: str, xq: np.ndarray, I_exact: np.ndarray,
-                        target: float) -> tuple[int, float]:
-    """The smallest nprobe / efSearch whose recall against ``I_exact`` reaches ``target``; sets it on the index.
+def tune_search_breadth(index: faiss.Index, kind: str, xq: np.ndarray, exact: tuple[np.ndarray, np.ndarray],
+                        target: float, metric: str = "ip") -> tuple[int, float]:
+    """The smallest nprobe / efSearch whose recall against the ``exact`` (D, I) reaches ``target``; sets it.
 
     Recall grows with the breadth, so a doubling search followed by a bisection finds the smallest
     one. Returns (breadth, recall at it); the largest breadth tried when none reaches the target.
     """
+    D_exact, I_exact = exact
     k = I_exact.shape[1]
     candidates = _breadths(index, kind)
     measured: dict[int, float] = {}
@@ -132,7 +151,8 @@ def tune_search_breadth(index: faiss.Index, kind: str, xq: np.ndarray, I_exact: 
     def recall(value: int) -> float:
         if value not in measured:
             set_search_breadth(index, kind, value)
-            measured[value] = recall_at_k(index.search(xq, k)[1], I_exact)
+            D, I = index.search(xq, k)
+            measured[value] = recall_at_k(I, I_exact, D, D_exact, metric)
         return measured[value]
 
     high = next((value for value in candidates if recall(value) >= target), None)
@@ -186,12 +206,13 @@ def build_approximate(xb: np.ndarray, kind: str, metric: str, *, nlist: int = 0,
     held = held_out_rows(len(xb), seed=seed)
     kept = np.setdiff1d(np.arange(len(xb)), held)
     index.add_with_ids(xb[kept], kept.astype(np.int64))
-    I_exact = exact_neighbours(xb[kept], kept, xb[held], metric, TUNING_K)
+    D_exact, I_exact = exact_neighbours(xb[kept], kept, xb[held], metric, TUNING_K)
     if nprobe:
         set_search_breadth(index, kind, nprobe)
-        breadth, recall = nprobe, recall_at_k(index.search(xb[held], I_exact.shape[1])[1], I_exact)
+        D, I = index.search(xb[held], I_exact.shape[1])
+        breadth, recall = nprobe, recall_at_k(I, I_exact, D, D_exact, metric)
     else:
-        breadth, recall = tune_search_breadth(index, kind, xb[held], I_exact, recall_target)
+        breadth, recall = tune_search_breadth(index, kind, xb[held], (D_exact, I_exact), recall_target, metric)
     index.add_with_ids(xb[held], held.astype(np.int64))
     name = "nprobe" if kind == "ivf" else "efSearch"
     parameters |= {name: breadth, f"recall_at_{TUNING_K}": round(recall, 4), "recall_target": recall_target,

@@ -125,3 +125,28 @@ def test_index_settings_are_checked(key, value, message):
 
     with pytest.raises(ConfigError, match=message):
         load_config(env={}, overrides={key: value})
+
+
+def test_recall_counts_rows_that_tie_the_exact_answer():
+    # Query 0: rows 1..6 are all at similarity 0.9; the exact search named 1 and 2, the other found 5 and 6.
+    I_exact, D_exact = np.array([[1, 2], [7, 8]]), np.array([[0.9, 0.9], [0.8, 0.7]], dtype=np.float32)
+    I, D = np.array([[5, 6], [7, 9]]), np.array([[0.9, 0.9], [0.8, 0.6]], dtype=np.float32)
+    assert recall_at_k(I, I_exact) == pytest.approx((0 + 1 / 2) / 2)
+    assert recall_at_k(I, I_exact, D, D_exact, "ip") == pytest.approx((1 + 1 / 2) / 2)
+    # L2: smaller is nearer; a row farther than the exact k-th does not count.
+    assert recall_at_k(I, I_exact, 1 - D, 1 - D_exact, "l2") == pytest.approx((1 + 1 / 2) / 2)
+    assert recall_at_k(np.array([[9, -1], [7, 8]]), I_exact, np.array([[0.5, 0.95], [0.8, 0.7]]), D_exact,
+                       "ip") == pytest.approx((0 + 1) / 2)
+
+
+def test_tuning_is_not_fooled_by_many_identical_vectors():
+    # 2,000 rows that are 40 vectors give or take float rounding, as an untrained embedder makes: which
+    # of the equally near rows a search names is arbitrary, so recall by id alone stays low however
+    # wide the search (the exact search's BLAS and IVF's own loop round differently).
+    rng = np.random.default_rng(1)
+    distinct = rng.standard_normal((40, 16)).astype(np.float32)
+    distinct /= np.linalg.norm(distinct, axis=1, keepdims=True)
+    xb = distinct[rng.integers(40, size=2000)] + 1e-7 * rng.standard_normal((2000, 16)).astype(np.float32)
+    index, plan = build_approximate(xb, "ivf", "ip", recall_target=0.97)
+    assert plan.parameters["recall_at_10"] >= 0.97
+    assert plan.parameters["nprobe"] < plan.parameters["nlist"]
