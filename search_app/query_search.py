@@ -79,7 +79,8 @@ class QuerySearcher:
         deepest = min(max(depth for _, depth in queries), self.index.ntotal)
         with self.index_lock:
             D, I = index_search(self.index, vectors, deepest)
-        # Only the batching thread writes these; a reader may see one batch late.
+        # Batches run one at a time (the batching thread, or the batcher's lock when max_batch is 1), so one
+        # writer at a time; a reader may see one batch late.
         self.embed_s += embedded - started
         self.scan_s += time.perf_counter() - embedded
         return [(vectors[row:row + 1], D[row:row + 1, :depth], I[row:row + 1, :depth])
