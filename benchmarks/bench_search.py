@@ -119,7 +119,7 @@ def approximate_search(xb: np.ndarray, yb: np.ndarray, xq: np.ndarray, yq: np.nd
         parameters = ", ".join(f"{key} {value}" for key, value in plans[kind].parameters.items()
                                if key in ("nlist", "nprobe", "M", "efSearch")) if kind in plans else "exact"
         print(f"| {kind} | {parameters} | {build_seconds[kind]:.1f} | {len(xq) / seconds[kind]:,.0f} "
-              f"| {batch1_latency(index, xq):.0f} | {recall_at_k(I, I_exact):.4f} | {accuracy:.4f} "
+              f"| {batch1_latency(index, xq):.0f} | {recall_at_k(I, I_exact, D, D_exact, 'ip'):.4f} | {accuracy:.4f} "
               f"| {100 * (accuracy - exact_accuracy):+.2f} |")
 
 

@@ -20,7 +20,6 @@ from config import Config, TrainConfig, load_config
 from embedder.checkpoint import catalog_preprocessing
 from embedder.dataset import CatalogImages
 from embedder.fashion_mnist import FashionMnistCatalog, has_fashion_mnist
-from embedder.model import EmbeddingNet
 from embedder.single_pixel_convs import use_single_pixel_convs
 from embedder.train import Trainee, build_trainee, train_step
 from embedder.transforms import build_transform
