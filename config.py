@@ -212,8 +212,10 @@ class AppConfig:
     max_image_pixels: int = 40_000_000
     results: int = 12
     # `serve --prod`: the WSGI server, its processes (each loads the model once) and request threads each.
-    server: str = "waitress"
-    workers: int = 1
+    # "auto": gunicorn where it runs (POSIX) on 2 cores or more, else waitress. workers 0: from the cores
+    # (search_app.serving.resolve_layout).
+    server: str = "auto"
+    workers: int = 0
     threads: int = 8
     # torch intra-op threads per worker; 0: the cores divided among the workers. workers × threads ≤ cores.
     torch_threads: int = 0
@@ -227,15 +229,15 @@ class AppConfig:
         _check_range("app.max_upload_bytes", self.max_upload_bytes, 1024, 1 << 31)
         _check_range("app.max_image_pixels", self.max_image_pixels, 1, 1 << 31)
         _check_range("app.results", self.results, 1, 200)
-        _check_choice("app.server", self.server, ("waitress", "gunicorn"))
-        _check_range("app.workers", self.workers, 1, 64)
+        _check_choice("app.server", self.server, ("auto", "waitress", "gunicorn"))
+        _check_range("app.workers", self.workers, 0, 64)
         _check_range("app.threads", self.threads, 1, 256)
         _check_range("app.torch_threads", self.torch_threads, 0, 256)
         _check_range("app.max_batch", self.max_batch, 1, 256)
         _check_nonnegative("app.batch_wait_ms", self.batch_wait_ms)
         if self.batch_wait_ms > 1000:
             raise ConfigError(f"app.batch_wait_ms: {self.batch_wait_ms!r} must be at most 1000")
-        if self.server == "waitress" and self.workers != 1:
+        if self.server == "waitress" and self.workers > 1:
             raise ConfigError(f"app.workers: waitress serves from one process, got {self.workers}; "
                               'set app.server = "gunicorn" for several worker processes')
 

@@ -43,7 +43,8 @@ FORWARD_SECONDS = 3.0
 LAYOUTS = {
     "batched": ["app.server=waitress", "app.max_batch=8"],
     "serial": ["app.server=waitress", "app.max_batch=1"],
-    "gunicorn": ["app.server=gunicorn", "app.workers=2", "app.torch_threads=1", "app.max_batch=8"],
+    # What serve --prod picks on 2 cores or more (workers from the cores), named for benchmarks on any machine.
+    "gunicorn": ["app.server=gunicorn", "app.max_batch=8"],
 }
 
 

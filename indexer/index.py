@@ -113,6 +113,12 @@ def search(index: faiss.Index, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return D, I
 
 
+def limit_search_threads(threads: int) -> None:
+    """Cap faiss's OpenMP threads for this process. faiss ships its own OpenMP runtime, so torch.set_num_threads
+    does not reach it: without this, each of several serving workers would scan with every core."""
+    faiss.omp_set_num_threads(threads)
+
+
 def sidecar_path(index_path: str | Path) -> Path:
     """Where the JSON sidecar of an index file lies: index.faiss -> index.json."""
     return Path(index_path).with_suffix(".json")

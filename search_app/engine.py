@@ -15,7 +15,7 @@ from PIL import Image
 
 from config import Config
 from indexer.embeddings_file import EmbeddingsFile, EmbeddingsFileError, read_embeddings
-from indexer.index import load_index
+from indexer.index import limit_search_threads, load_index
 from indexer.index import search as index_search
 from indexer.knn import knn_vote, top_classes
 from search_app.filtering import CategorySearch, without_row
@@ -248,6 +248,9 @@ class SearchEngine:
         device = resolve_device(config.embedder.device)
         loaded = _load_matching_checkpoint(stored, config.artifacts / CHECKPOINT_NAME, device)
         index = load_index(index_path, embeddings_path, config.index.gpu)
+        if config.app.torch_threads:
+            # The index scans between forward passes on the same cores (serve --prod sets this per worker).
+            limit_search_threads(config.app.torch_threads)
         load_item_image = _catalog_image_loader(config, stored)
         query_embedder = _query_embedder(loaded, device, config)
         # One query at start-up: the first shopper does not wait for the warm-up, and a model that

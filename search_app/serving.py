@@ -35,21 +35,59 @@ class ServingLayout:
                 f"{self.torch_threads} torch thread(s) per worker, {batching}")
 
 
-def resolve_layout(app: AppConfig, cores: int) -> ServingLayout:
-    """The layout app asks for on a machine with this many cores; ConfigError when it would oversubscribe them."""
-    torch_threads = app.torch_threads or max(1, cores // app.workers)
-    if app.workers * torch_threads > cores:
+# Torch threads per gunicorn worker on machines with many cores: a query batch of a few 32 px images
+# keeps about this many busy, and more workers overlap more requests' own Python work (upload parsing,
+# decoding, answers), which one process's GIL would serialise. Measured on 2 cores only (benchmarks/README.md).
+THREADS_PER_WORKER = 4
+MAX_AUTO_WORKERS = 8
+
+
+def resolve_layout(app: AppConfig, cores: int, gunicorn_runs: bool = os.name == "posix") -> ServingLayout:
+    """The layout app asks for on a machine with this many cores; ConfigError when it would oversubscribe them.
+
+    With app.server and app.workers left to "auto" and 0: gunicorn where it runs (not on Windows) with
+    2 workers or more, cores ÷ 4 on big machines, each with cores ÷ workers torch threads; waitress,
+    one process, on a single core. On 2 cores, 2 gunicorn workers × 1 torch thread served 8 clients
+    1.3-1.5× faster than waitress's one process with 2 (`python -m benchmarks.bench_serving`).
+    """
+    server = app.server
+    if server == "auto":
+        server = "gunicorn" if gunicorn_runs and (cores >= 2 or app.workers > 1) else "waitress"
+    if server == "gunicorn" and not gunicorn_runs:
+        raise ConfigError('app.server: gunicorn does not run on this platform (it needs POSIX); set app.server = '
+                          '"waitress" or "auto"')
+    if server == "waitress" and app.workers > 1:
+        raise ConfigError(f"app.workers: waitress serves from one process, got {app.workers}; gunicorn does "
+                          "not run on this platform")
+    workers = app.workers
+    if not workers:
+        if server == "waitress":
+            workers = 1
+        elif app.torch_threads:
+            workers = max(1, min(MAX_AUTO_WORKERS, cores // app.torch_threads))
+        else:
+            workers = max(min(2, cores), min(MAX_AUTO_WORKERS, cores // THREADS_PER_WORKER))
+    torch_threads = app.torch_threads or max(1, cores // workers)
+    if workers * torch_threads > cores:
         raise ConfigError(
-            f"app.workers × app.torch_threads = {app.workers} × {torch_threads} = {app.workers * torch_threads} "
+            f"app.workers × app.torch_threads = {workers} × {torch_threads} = {workers * torch_threads} "
             f"is more than the {cores} CPU cores; lower app.workers or app.torch_threads (torch threads competing "
             "for cores make every query many times slower)"
         )
-    return ServingLayout(app.server, app.workers, app.threads, torch_threads, app.max_batch, app.batch_wait_ms)
+    return ServingLayout(server, workers, app.threads, torch_threads, app.max_batch, app.batch_wait_ms)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share), not all the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def serve_production(config: Config, host: str, port: int, cores: int | None = None) -> None:
     """Serve the app with waitress or gunicorn on host:port until interrupted."""
-    layout = resolve_layout(config.app, cores or os.cpu_count() or 1)
+    layout = resolve_layout(config.app, cores or usable_cores())
     # The factory reads the resolved thread count, in whichever process it runs.
     config = dataclasses.replace(config, app=dataclasses.replace(config.app, torch_threads=layout.torch_threads))
     log.info("serving on http://%s:%d/ with %s", host, port, layout.describe())
@@ -63,12 +101,13 @@ def _serve_waitress(config: Config, layout: ServingLayout, host: str, port: int)
     import waitress
 
     from search_app import create_app
+    from search_app.uploads import oversized_body_allowance
 
     waitress.serve(
         create_app(config), host=host, port=port, threads=layout.threads, ident="lookbook",
         # Bodies a little over the app's limit reach Flask, which answers with a JSON 413; far bigger
         # ones are cut off by waitress itself before they fill the disk.
-        max_request_body_size=2 * config.app.max_upload_bytes + (1 << 20),
+        max_request_body_size=oversized_body_allowance(config.app.max_upload_bytes),
     )
 
 

@@ -37,6 +37,28 @@ class UploadError(ValueError):
         self.status = status
 
 
+
+def oversized_body_allowance(max_upload_bytes: int) -> int:
+    """How much of a too-large request body the server still reads (and drops) before answering 413.
+
+    A client is still sending when the 413 is ready; a server that closes the connection on an unread
+    body gives it a broken pipe or a reset instead of the message (gunicorn does, and browsers then show
+    a network error). Up to this size the body is read through; beyond it the connection is cut off
+    rather than let anyone stream without end.
+    """
+    return 2 * max_upload_bytes + (1 << 20)
+
+
+def drain_refused_body(stream: Any, most: int) -> int:
+    """Read and drop what is left of a refused request's body, at most `most` bytes; returns the bytes read."""
+    read = 0
+    while read < most:
+        chunk = stream.read(min(1 << 16, most - read))
+        if not chunk:
+            break
+        read += len(chunk)
+    return read
+
 @dataclass(frozen=True)
 class Crop:
     """A rectangle on the upright image, in fractions of its width and height (so any decoded scale fits)."""

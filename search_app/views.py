@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from config import Config
 from search_app.engine import SearchEngine
 from search_app.query import MAX_K, SearchQuery, parse_category, parse_search, parse_whole, require_item
-from search_app.uploads import UploadError, preview_data_url
+from search_app.uploads import UploadError, drain_refused_body, oversized_body_allowance, preview_data_url
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ def http_error(error: HTTPException) -> tuple:
     status = error.code or 500
     if isinstance(error, RequestEntityTooLarge):
         limit = current_app.config["MAX_CONTENT_LENGTH"]
+        if (request.content_length or 0) <= oversized_body_allowance(limit):
+            drain_refused_body(request.environ["wsgi.input"], oversized_body_allowance(limit))
         message = (f"the upload is larger than the limit of {limit:,} bytes ({limit / 2**20:.1f} MiB); "
                    "send a smaller image")
     elif status == 405:

@@ -19,6 +19,7 @@ from indexer.index import (
     build_index,
     build_index_file,
     gpu_available,
+    limit_search_threads,
     load_index,
     make_sidecar,
     read_sidecar,
@@ -220,3 +221,16 @@ def test_atomic_writes_leave_readable_files_and_no_temporaries(tmp_path):
     assert target.read_text() == "{}"
     assert target.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_search_threads_can_be_capped_per_process_without_changing_answers():
+    xb = np.random.default_rng(3).standard_normal((2000, 16)).astype(np.float32)
+    index = build_index(xb, use_gpu="off")
+    before = faiss.omp_get_max_threads()
+    expected = search(index, xb[:8], 5)
+    try:
+        limit_search_threads(1)
+        assert faiss.omp_get_max_threads() == 1
+        assert all(np.array_equal(got, want) for got, want in zip(search(index, xb[:8], 5), expected))
+    finally:
+        limit_search_threads(before)

@@ -150,10 +150,21 @@ def sample_artifacts(tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="session")
 def prod_server(sample_artifacts, tmp_path_factory):
-    """The base URL of `manage.py serve --prod` (waitress) over the sample artifacts, stopped after the session."""
+    """The base URL of `manage.py serve --prod` with the default layout (gunicorn workers on 2 cores or more)
+    over the sample artifacts, stopped after the session."""
+    yield from _served(sample_artifacts, tmp_path_factory, ())
+
+
+@pytest.fixture(scope="session")
+def waitress_prod_server(sample_artifacts, tmp_path_factory):
+    """The same with `app.server = "waitress"`: one process, request threads."""
+    yield from _served(sample_artifacts, tmp_path_factory, ("app.server=waitress",))
+
+
+def _served(sample_artifacts: list[str], tmp_path_factory, settings: tuple[str, ...]):
     from benchmarks.server_process import free_port, start_server, stop_server
 
     port = free_port()
-    server = start_server(sample_artifacts, port, tmp_path_factory.mktemp("server") / "serve.log")
+    server = start_server(sample_artifacts, port, tmp_path_factory.mktemp("server") / "serve.log", settings)
     yield f"http://127.0.0.1:{port}"
     stop_server(server)

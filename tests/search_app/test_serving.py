@@ -16,17 +16,25 @@ from search_app.serving import resolve_layout
 
 
 @pytest.mark.parametrize(
-    "settings, cores, expected",
+    "settings, cores, gunicorn_runs, expected",
     [
-        ({}, 2, ("waitress", 1, 8, 2)),
-        ({}, 16, ("waitress", 1, 8, 16)),
-        ({"server": "gunicorn", "workers": 2}, 2, ("gunicorn", 2, 8, 1)),
-        ({"server": "gunicorn", "workers": 4, "threads": 2}, 16, ("gunicorn", 4, 2, 4)),
-        ({"torch_threads": 1}, 2, ("waitress", 1, 8, 1)),
+        ({}, 2, True, ("gunicorn", 2, 8, 1)),
+        ({}, 8, True, ("gunicorn", 2, 8, 4)),
+        ({}, 16, True, ("gunicorn", 4, 8, 4)),
+        ({}, 256, True, ("gunicorn", 8, 8, 32)),
+        ({}, 1, True, ("waitress", 1, 8, 1)),
+        ({}, 2, False, ("waitress", 1, 8, 2)),
+        ({"server": "waitress"}, 16, True, ("waitress", 1, 8, 16)),
+        ({"server": "waitress", "torch_threads": 1}, 2, True, ("waitress", 1, 8, 1)),
+        ({"server": "gunicorn"}, 1, True, ("gunicorn", 1, 8, 1)),
+        ({"server": "gunicorn", "workers": 4, "threads": 2}, 16, True, ("gunicorn", 4, 2, 4)),
+        ({"torch_threads": 2}, 2, True, ("gunicorn", 1, 8, 2)),
+        ({"torch_threads": 3}, 16, True, ("gunicorn", 5, 8, 3)),
+        ({"workers": 3}, 6, True, ("gunicorn", 3, 8, 2)),
     ],
 )
-def test_the_layout_never_gives_torch_more_threads_than_cores(settings, cores, expected):
-    layout = resolve_layout(AppConfig(**settings), cores)
+def test_the_layout_never_gives_torch_more_threads_than_cores(settings, cores, gunicorn_runs, expected):
+    layout = resolve_layout(AppConfig(**settings), cores, gunicorn_runs)
     assert (layout.server, layout.workers, layout.threads, layout.torch_threads) == expected
     assert layout.workers * layout.torch_threads <= cores
     assert layout.server in layout.describe() and f"{layout.torch_threads} torch thread" in layout.describe()
@@ -34,30 +42,40 @@ def test_the_layout_never_gives_torch_more_threads_than_cores(settings, cores, e
 
 @pytest.mark.parametrize(
     "settings, cores",
-    [({"server": "gunicorn", "workers": 3}, 2), ({"torch_threads": 4}, 2), ({"server": "gunicorn", "workers": 2,
-                                                                             "torch_threads": 2}, 2)],
+    [({"server": "gunicorn", "workers": 3}, 2), ({"torch_threads": 4}, 2), ({"workers": 2, "torch_threads": 2}, 2),
+     ({"workers": 2}, 1), ({"server": "waitress", "torch_threads": 3}, 2)],
 )
 def test_an_oversubscribed_layout_is_a_config_error_naming_the_keys(settings, cores):
-    with pytest.raises(ConfigError, match=r"app\.workers × app\.torch_threads = .* is more than the 2 CPU cores"):
+    with pytest.raises(ConfigError, match=rf"app\.workers × app\.torch_threads = .* is more than the {cores} CPU core"):
         resolve_layout(AppConfig(**settings), cores)
 
 
 @pytest.mark.parametrize(
-    "key, value, message",
+    "settings, message",
+    [({"server": "gunicorn"}, "app.server: gunicorn does not run on this platform"),
+     ({"workers": 2}, "app.workers: waitress serves from one process, got 2; gunicorn does not run on this platform")],
+)
+def test_where_gunicorn_cannot_run_asking_for_it_is_a_config_error(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_layout(AppConfig(**settings), 4, gunicorn_runs=False)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
     [
-        ("app.server", "uwsgi", "app.server: 'uwsgi' is not one of waitress, gunicorn"),
-        ("app.workers", "2", "app.workers: waitress serves from one process"),
-        ("app.workers", "0", "app.workers: 0 must be an integer from 1 to 64"),
-        ("app.threads", "0", "app.threads"),
-        ("app.max_batch", "0", "app.max_batch"),
-        ("app.batch_wait_ms", "-1", "app.batch_wait_ms"),
-        ("app.batch_wait_ms", "5000", "app.batch_wait_ms: 5000.0 must be at most 1000"),
-        ("app.torch_threads", "many", "app.torch_threads: expected an integer"),
+        ({"app.server": "uwsgi"}, "app.server: 'uwsgi' is not one of auto, waitress, gunicorn"),
+        ({"app.server": "waitress", "app.workers": "2"}, "app.workers: waitress serves from one process"),
+        ({"app.workers": "-1"}, "app.workers: -1 must be an integer from 0 to 64"),
+        ({"app.threads": "0"}, "app.threads"),
+        ({"app.max_batch": "0"}, "app.max_batch"),
+        ({"app.batch_wait_ms": "-1"}, "app.batch_wait_ms"),
+        ({"app.batch_wait_ms": "5000"}, "app.batch_wait_ms: 5000.0 must be at most 1000"),
+        ({"app.torch_threads": "many"}, "app.torch_threads: expected an integer"),
     ],
 )
-def test_bad_serving_settings_name_the_key(key, value, message):
+def test_bad_serving_settings_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as caught:
-        load_config(env={}, overrides={key: value})
+        load_config(env={}, overrides=overrides)
     assert message in str(caught.value)
 
 
@@ -90,7 +108,9 @@ def photo(colour: tuple[int, int, int]) -> bytes:
 
 
 @pytest.mark.slow
-def test_the_production_server_answers_concurrent_searches_and_bad_input(prod_server):
+@pytest.mark.parametrize("server", ["prod_server", "waitress_prod_server"])
+def test_the_production_server_answers_concurrent_searches_and_bad_input(request, server):
+    prod_server = request.getfixturevalue(server)
     with urllib.request.urlopen(prod_server + "/healthz", timeout=10) as response:
         health = json.load(response)
     assert health["model_loaded"] and health["index_loaded"] and health["items"] == 27

@@ -11,7 +11,15 @@ import pytest
 from PIL import Image
 from werkzeug.datastructures import FileStorage
 
-from search_app.uploads import UploadError, decode_image, preview_data_url, read_upload, to_rgb
+from search_app.uploads import (
+    UploadError,
+    decode_image,
+    drain_refused_body,
+    oversized_body_allowance,
+    preview_data_url,
+    read_upload,
+    to_rgb,
+)
 from tests.search_app.conftest import encode
 
 LIMIT = 1_000_000
@@ -166,3 +174,18 @@ def test_preview_is_a_small_jpeg_data_url():
     assert url.startswith("data:image/jpeg;base64,")
     preview = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert preview.format == "JPEG" and preview.size == (320, 160)
+
+
+@pytest.mark.parametrize(("size", "most", "expected_read", "expected_left"), [
+    (300_000, 1_000_000, 300_000, 0),  # read through to the end of the body
+    (300_000, 100_000, 100_000, 200_000),  # never more than the allowance
+    (0, 100, 0, 0),
+])
+def test_a_refused_body_is_read_through_up_to_the_allowance(size, most, expected_read, expected_left):
+    stream = io.BytesIO(b"x" * size)
+    assert drain_refused_body(stream, most) == expected_read
+    assert len(stream.read()) == expected_left
+
+
+def test_the_allowance_for_refused_bodies_is_above_the_upload_limit():
+    assert oversized_body_allowance(LIMIT) > 2 * LIMIT
