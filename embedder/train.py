@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config import Config, TrainConfig
-from embedder.augment import preset_for, training_transform
+from embedder.augment import preset_for, training_pixels
 from embedder.catalog import Catalog
 from embedder.catalogs import open_catalog
 from embedder.checkpoint import (
@@ -42,7 +42,7 @@ from embedder.training_state import (
     save_state,
     split_validation,
 )
-from embedder.transforms import Preprocessing, build_transform
+from embedder.transforms import Preprocessing, build_pixel_transform, normalize_batch
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +133,16 @@ def train_step(trainee: Trainee, batch: torch.Tensor, labels: torch.Tensor, aux_
     return {"loss": loss.item(), "triplet": triplet.item(), "aux": aux.item()}
 
 
-def embed_rows(model: EmbeddingNet, images: CatalogImages, batch_size: int, workers: int | None,
-               device: str) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and labels of a dataset's rows in eval mode, unreadable images left out."""
+def embed_rows(model: EmbeddingNet, images: CatalogImages, preprocessing: Preprocessing, batch_size: int,
+               workers: int | None, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and labels of a dataset's rows (uint8 pixels) in eval mode, unreadable images left out."""
     model.eval()
     vectors, labels = [], []
     loader = DataLoader(images, batch_size=batch_size, num_workers=resolve_workers(workers, device))
     for batch, rows, errors in loader:
         ok = torch.tensor([not error for error in errors], dtype=torch.bool)
         if ok.any():
-            vectors.append(embed_batch(model, batch[ok], device))
+            vectors.append(embed_batch(model, normalize_batch(batch[ok].to(device), preprocessing), device))
             labels.append(np.array([images.catalog.items[int(row)].label for row in rows[ok]]))
     model.train()
     keep_frozen_batchnorm_still(model)
@@ -156,15 +156,16 @@ class Validator:
                  config: Config, knn_accuracy: KnnAccuracy, device: str, index_size: int = 5_000) -> None:
         # A sample of the training items as the index: embedding all of them would dominate a CPU run.
         index_rows = np.sort(np.random.default_rng(config.train.seed).permutation(train_rows)[:index_size])
-        transform, size = build_transform(preprocessing), preprocessing.image_size
-        self.queries = CatalogImages(catalog, val_rows, transform, size)
-        self.index = CatalogImages(catalog, index_rows, transform, size)
+        pixels, size = build_pixel_transform(preprocessing), preprocessing.image_size
+        self.queries = CatalogImages(catalog, val_rows, pixels, size, dtype=torch.uint8)
+        self.index = CatalogImages(catalog, index_rows, pixels, size, dtype=torch.uint8)
+        self.preprocessing = preprocessing
         self.batch_size, self.workers, self.device = config.embedder.batch_size, config.embedder.workers, device
         self.knn_accuracy, self.k = knn_accuracy, config.index.k
 
     def __call__(self, model: EmbeddingNet) -> float:
-        xq, yq = embed_rows(model, self.queries, self.batch_size, self.workers, self.device)
-        xb, yb = embed_rows(model, self.index, self.batch_size, self.workers, self.device)
+        xq, yq = embed_rows(model, self.queries, self.preprocessing, self.batch_size, self.workers, self.device)
+        xb, yb = embed_rows(model, self.index, self.preprocessing, self.batch_size, self.workers, self.device)
         return float(self.knn_accuracy(xq, yq, xb, yb, self.k))
 
 
@@ -230,8 +231,8 @@ class TrainingLoop:
         p = min(self.train.classes_per_batch, len(np.unique(labels)))
         self.sampler = PKSampler(labels, p, self.train.images_per_class, seed=self.train.seed)
         preset = preset_for(catalog.kind) if self.train.augment == "auto" else self.train.augment
-        self.images = CatalogImages(catalog, train_rows, training_transform(preset, preprocessing),
-                                    preprocessing.image_size)
+        self.images = CatalogImages(catalog, train_rows, training_pixels(preset, preprocessing),
+                                    preprocessing.image_size, dtype=torch.uint8)
         self.amp = self.train.amp == "on" or (self.train.amp == "auto" and fast_bfloat16(device))
         self.validate_every = max(1, round(self.train.validate_every * len(self.sampler)))
 
@@ -282,7 +283,8 @@ class TrainingLoop:
             group["lr"] = lr
         ok = torch.tensor([not error for error in errors], dtype=torch.bool)
         labels = torch.tensor([self.images.catalog.items[int(row)].label for row in rows[ok]])
-        batch = batch[ok].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        batch = normalize_batch(batch[ok].to(self.device, non_blocking=True), self.preprocessing)
+        batch = batch.contiguous(memory_format=torch.channels_last)
         losses = train_step(self.trainee, batch, labels.to(self.device), self.train.aux_loss_weight, self.amp)
         state.step += 1
         state.batch_in_epoch += 1

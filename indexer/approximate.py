@@ -94,6 +94,69 @@ def set_search_breadth(index: faiss.Index, kind: str, value: int) -> None:
         faiss.downcast_index(inner).hnsw.efSearch = int(value)
 
 
+def kind_of(index: faiss.Index) -> str:
+    """"ivf", "hnsw" or "flat" (anything else: exact indexes, and GPU indexes, searched as they are)."""
+    if faiss.try_extract_index_ivf(index) is not None:
+        return "ivf"
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
+
+
+def search_breadth(index: faiss.Index, kind: str) -> int:
+    """The index's own nprobe (IVF) or efSearch (HNSW)."""
+    if kind == "ivf":
+        return int(faiss.extract_index_ivf(index).nprobe)
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    return int(faiss.downcast_index(inner).hnsw.efSearch)
+
+
+def widest_breadth(index: faiss.Index, kind: str) -> int:
+    """The breadth at which a search looks at everything: every cell (IVF), every vector (HNSW)."""
+    return int(faiss.extract_index_ivf(index).nlist) if kind == "ivf" else max(1, int(index.ntotal))
+
+
+def search_parameters(kind: str, breadth: int, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
+    """Per-search parameters: the breadth (faiss's own defaults would override the index's tuned one),
+    and only the selector's rows when there is one."""
+    if kind == "ivf":
+        params = faiss.SearchParametersIVF()
+        params.nprobe = int(breadth)
+    elif kind == "hnsw":
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = int(breadth)
+    else:
+        params = faiss.SearchParameters()
+    if selector is not None:
+        params.sel = selector
+    return params
+
+
+def search_filled(index: faiss.Index, xq: np.ndarray, k: int, available: int,
+                  selector: faiss.IDSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """D, I of the k nearest rows (of the selector's, if given), with the first min(k, available) filled.
+
+    An approximate index looks at part of the catalog, tuned for the first page of results: a deep page,
+    or one category's rows, can hold fewer than k rows in the cells a query probes, and the answer would
+    come back short (ids of -1). The queries left short search again, looking twice as wide each time,
+    up to everything, so that paging and filters behave as they do over an exact index.
+    """
+    kind = kind_of(index)
+    if kind == "flat":
+        if selector is None:
+            return index.search(xq, k)
+        return index.search(xq, k, params=search_parameters(kind, 0, selector))
+    breadth = search_breadth(index, kind)
+    D, I = index.search(xq, k, params=search_parameters(kind, breadth, selector))
+    wanted = min(k, available)
+    short = (I[:, :wanted] < 0).any(axis=1)
+    widest = widest_breadth(index, kind)
+    while short.any() and breadth < widest:
+        breadth = min(2 * breadth, widest)
+        D[short], I[short] = index.search(xq[short], k, params=search_parameters(kind, breadth, selector))
+        short[short] = (I[short, :wanted] < 0).any(axis=1)
+    return D, I
+
+
 def recall_at_k(I: np.ndarray, I_exact: np.ndarray, D: np.ndarray | None = None, D_exact: np.ndarray | None = None,
                 metric: str = "ip") -> float:
     """Mean over queries of |found ∩ exact| / |exact| (ids of -1 in the exact answer do not count).

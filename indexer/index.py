@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from config import IndexConfig
-from indexer.approximate import IndexPlan, build_approximate, choose_kind, set_search_breadth
+from indexer.approximate import IndexPlan, build_approximate, choose_kind, search_filled, set_search_breadth
 from indexer.embeddings_file import embeddings_shape, file_sha256, read_embeddings
 
 log = logging.getLogger(__name__)
@@ -98,18 +98,24 @@ def build_index(xb: np.ndarray, metric: str = "ip", use_gpu: str = "auto") -> fa
     return index
 
 
-def search(index: faiss.Index, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest rows for each query, in batches: D (nq x k float32) and I (nq x k int64, -1 = none)."""
+def search(index: faiss.Index, xq: np.ndarray, k: int, selector: faiss.IDSelector | None = None,
+           available: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest rows for each query, in batches: D (nq x k float32) and I (nq x k int64, -1 = none).
+
+    With a selector, only its rows (``available`` of them) are searched. Approximate indexes look wider
+    where the rows they probe leave a query with fewer than k answers (approximate.search_filled).
+    """
     xq = _as_matrix(xq, "xq")
     if xq.shape[1] != index.d:
         raise ValueError(f"queries have dimension {xq.shape[1]} but the index holds vectors of dimension {index.d}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    available = index.ntotal if available is None else available
     D = np.empty((xq.shape[0], k), dtype=np.float32)
     I = np.empty((xq.shape[0], k), dtype=np.int64)
     for start in range(0, xq.shape[0], SEARCH_BATCH):
         stop = start + SEARCH_BATCH
-        D[start:stop], I[start:stop] = index.search(xq[start:stop], k)
+        D[start:stop], I[start:stop] = search_filled(index, xq[start:stop], k, available, selector)
     return D, I
 
 

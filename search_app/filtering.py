@@ -24,7 +24,7 @@ class CategorySearch:
         """D, I (1 x k) of the k nearest rows of the class; I is -1 past the class's rows."""
         k = max(1, min(k, self.count(label)))
         try:
-            return self.index.search(xq, k, params=faiss.SearchParameters(sel=self._selectors[label]))
+            return index_search(self.index, xq, k, selector=self._selectors[label], available=self.count(label))
         except RuntimeError:
             # Some index types (faiss GPU) refuse selectors: search everything and keep the class's rows.
             D, I = index_search(self.index, xq, self.index.ntotal)

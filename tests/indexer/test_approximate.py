@@ -150,3 +150,33 @@ def test_tuning_is_not_fooled_by_many_identical_vectors():
     index, plan = build_approximate(xb, "ivf", "ip", recall_target=0.97)
     assert plan.parameters["recall_at_10"] >= 0.97
     assert plan.parameters["nprobe"] < plan.parameters["nlist"]
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_deep_pages_and_filtered_searches_come_back_full_and_as_exact_when_widened(catalog_and_queries, kind):
+    xb, yb, xq, _ = catalog_and_queries
+    index, _ = build_approximate(xb, kind, "ip", nlist=64, nprobe=1 if kind == "ivf" else 16)
+    exact = build_index(xb, "ip", "off")
+    # A page far deeper than one probed cell (~60 vectors) or 16 graph candidates hold.
+    D, I = search(index, xq[:20], 600)
+    assert (I >= 0).all() and all(len(set(row)) == 600 for row in I.tolist())
+    # One class of ten, thinned to 25 rows: the probed cells hold a few of them at most.
+    rows = np.flatnonzero(yb == 3)[:25].astype(np.int64)
+    selector = faiss.IDSelectorBatch(rows)
+    D, I = search(index, xq[:20], 25, selector=selector, available=len(rows))
+    assert all(set(row) == set(rows.tolist()) for row in I.tolist())  # all of them, nothing else
+    D_exact, I_exact = search(exact, xq[:20], 25, selector=faiss.IDSelectorBatch(rows), available=len(rows))
+    np.testing.assert_allclose(D, D_exact, rtol=1e-5, atol=1e-6)
+    # The index keeps its own breadth for the next, ordinary search.
+    if kind == "ivf":
+        assert index.nprobe == 1
+    else:
+        assert faiss.downcast_index(index.index).hnsw.efSearch == 16
+
+
+def test_a_selector_with_fewer_rows_than_k_leaves_the_rest_empty_without_searching_forever(catalog_and_queries):
+    xb, _, xq, _ = catalog_and_queries
+    index, _ = build_approximate(xb, "ivf", "ip", nlist=64, nprobe=2)
+    rows = np.array([5, 17, 900], dtype=np.int64)
+    D, I = search(index, xq[:4], 10, selector=faiss.IDSelectorBatch(rows), available=len(rows))
+    assert all(set(row[:3]) == {5, 17, 900} and (row[3:] == -1).all() for row in I)

@@ -160,3 +160,31 @@ def test_concurrent_searches_through_micro_batches_match_one_at_a_time(make_engi
     assert shared == [ask(alone, request) for request in requests]
     assert max(batches) > 1 and sum(batches) == len(requests)
     assert together.health()["batching"]["largest_batch"] == max(batches)
+
+
+def test_an_ivf_index_serves_more_like_this_category_filters_and_deep_pages_in_full(make_engine, catalog_images):
+    import faiss
+
+    xb = np.stack([embed_pixels(image) for image in catalog_images])
+    quantizer = faiss.IndexFlatIP(xb.shape[1])
+    ivf = faiss.IndexIVFFlat(quantizer, xb.shape[1], 6, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.min_points_per_centroid = 1
+    ivf.train(xb)
+    ivf.add(xb)
+    ivf.nprobe = 1  # one cell of six: about five items, fewer than any page below asks for
+    approximate, exact = make_engine(index=ivf, vectors=xb), make_engine()
+    # An IVF index cannot give a vector back; "more like this" takes it from the embeddings.
+    similar = approximate.search_item("red-00", n_results=8)
+    assert [n.item_id for n in similar.neighbours] == [n.item_id for n in exact.search_item("red-00", 8).neighbours]
+    for engine_result in (approximate.search_item("blue-01", n_results=4, category="green"),
+                          approximate.search(catalog_images[3], n_results=5, category="teal")):
+        category = engine_result.category
+        assert len(engine_result.neighbours) == min(PER_CLASS, 5 if category == "teal" else 4)
+        assert all(n.category == category for n in engine_result.neighbours)
+    deep = approximate.search(catalog_images[0], n_results=10, offset=15)
+    assert [n.item_id for n in deep.neighbours] == [n.item_id for n in exact.search(catalog_images[0], 10, offset=15).neighbours]
+
+
+def test_vectors_that_do_not_match_the_index_are_refused(make_engine, catalog_images):
+    with pytest.raises(ValueError, match="vectors are 3 x 2 but the index holds 30 x"):
+        make_engine(vectors=np.zeros((3, 2), dtype=np.float32))

@@ -82,7 +82,8 @@ def test_concurrent_queries_share_one_pass_and_one_scan_and_get_their_own_rows(c
     assert stats["batches"] == len(recorder.batch_sizes) and stats["items"] == 8
     # The first pass was held for 0.2 s; the scans are part of the batches' time, not of the embedding.
     assert stats["embed_seconds"] >= 0.2 and stats["scan_seconds"] > 0
-    assert stats["busy_seconds"] >= stats["embed_seconds"] + stats["scan_seconds"] - 1e-3
+    # Each figure is rounded to the millisecond: their sum may differ by up to 1.5 ms.
+    assert stats["busy_seconds"] >= stats["embed_seconds"] + stats["scan_seconds"] - 2e-3
     expected_D, expected_I = index.flat.search(np.stack([pixels_to_vector(colour_image(q)) for q in queries]), 8)
     for number, (vector, D, I) in enumerate(found):
         depth = depths[number]
