@@ -8,7 +8,7 @@ per batch, which also holds the requests' own work: upload parsing, decoding, an
 Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them, else a generated
 sample catalog embedded with random weights (the model's cost is the same either way).
 
-    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts batched,batched-ivf,serial,gunicorn]
+    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn-flat,batched,serial]
 """
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ MAX_REQUESTS = 20_000  # per load run, on top of the time limit
 # The forward pass is timed for as long as this, not best-of-a-few: a sustained rate, like the HTTP runs'.
 FORWARD_SECONDS = 3.0
 # Server layouts: name -> --set overrides. "serial" runs one query at a time through the model.
-# Any name with "-ivf" added ("batched-ivf") serves the same embeddings through an IVF index (ivf_artifacts).
+# Any name with "-ivf" or "-flat" added ("batched-flat") serves the same embeddings through an index of
+# that kind built beside them (index_artifacts); without, through the artifacts' own index.
+INDEX_SUFFIXES = ("-ivf", "-flat")
 LAYOUTS = {
     "batched": ["app.server=waitress", "app.max_batch=8"],
     "serial": ["app.server=waitress", "app.max_batch=1"],
@@ -82,14 +84,14 @@ def prepare_artifacts(workdir: Path, image_size: int) -> tuple[list[str], Config
     return args, load_config(env={}, overrides=settings)
 
 
-def ivf_artifacts(args: list[str], config: Config, workdir: Path) -> list[str]:
-    """--set overrides that serve the same embeddings and checkpoint through an IVF index, built here."""
-    target = workdir / "ivf-artifacts"
+def index_artifacts(args: list[str], config: Config, workdir: Path, kind: str) -> list[str]:
+    """--set overrides that serve the same embeddings and checkpoint through an index of this kind, built here."""
+    target = workdir / f"{kind}-artifacts"
     target.mkdir(exist_ok=True)
     for name in ("embeddings.h5", "embedder.pt"):
         if not (target / name).exists():
             (target / name).symlink_to((config.artifacts / name).resolve())
-    overrides = [f"artifacts_dir={target}", "index.kind=ivf"]
+    overrides = [f"artifacts_dir={target}", f"index.kind={kind}"]
     sets = [item for setting in overrides for item in ("--set", setting)]
     subprocess.run([sys.executable, "manage.py", *args, *sets, "build-index"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -270,8 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts (default 1,8)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run (default 10)")
-    parser.add_argument("--layouts", default="batched,serial",
-                        help=f"among {', '.join(LAYOUTS)}, each also with -ivf (an IVF index of the same vectors)")
+    parser.add_argument("--layouts", default="gunicorn,batched",
+                        help=f"among {', '.join(LAYOUTS)}, each also with -ivf or -flat (that index over the same vectors)")
     parser.add_argument("--image-size", type=int, default=32, help="for a generated catalog (default 32)")
     options = parser.parse_args(argv if argv is not None else [])
     clients = [int(c) for c in options.clients.split(",")]
@@ -291,8 +293,9 @@ def main(argv: list[str] | None = None) -> None:
         print("|" + "---|" * 19)
         try:
             for layout in options.layouts.split(","):
-                ivf = layout.endswith("-ivf")
-                settings = LAYOUTS[layout.removesuffix("-ivf")] + (ivf_artifacts(args, config, workdir) if ivf else [])
+                suffix = next((end for end in INDEX_SUFFIXES if layout.endswith(end)), "")
+                settings = LAYOUTS[layout.removesuffix(suffix)] + (
+                    index_artifacts(args, config, workdir, suffix[1:]) if suffix else [])
                 measure_layout(layout, args, settings, local, files, clients, options.seconds, workdir)
         finally:
             local.close()
