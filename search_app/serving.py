@@ -35,9 +35,10 @@ class ServingLayout:
                 f"{self.torch_threads} torch thread(s) per worker, {batching}")
 
 
-# Torch threads per gunicorn worker on machines with many cores: a query batch of a few 32 px images
-# keeps about this many busy, and more workers overlap more requests' own Python work (upload parsing,
-# decoding, answers), which one process's GIL would serialise. Measured on 2 cores only (benchmarks/README.md).
+# Torch threads per gunicorn worker on machines with many cores. Not measured (these machines have 2
+# cores): a forward pass over a micro-batch of small images gains little from more threads than this,
+# and more workers overlap more requests' own Python work (upload parsing, decoding, answers), which
+# one process's GIL serialises.
 THREADS_PER_WORKER = 4
 MAX_AUTO_WORKERS = 8
 
@@ -47,8 +48,9 @@ def resolve_layout(app: AppConfig, cores: int, gunicorn_runs: bool = os.name == 
 
     With app.server and app.workers left to "auto" and 0: gunicorn where it runs (not on Windows) with
     2 workers or more, cores ÷ 4 on big machines, each with cores ÷ workers torch threads; waitress,
-    one process, on a single core. On 2 cores, 2 gunicorn workers × 1 torch thread served 8 clients
-    1.3-1.5× faster than waitress's one process with 2 (`python -m benchmarks.bench_serving`).
+    one process, on a single core. On 2 cores, 2 gunicorn workers × 1 torch thread served 8 clients as
+    fast as waitress's one process with micro-batches of 8 (`python -m benchmarks.bench_serving`, README);
+    more workers overlap more requests' Python work on bigger machines, and gunicorn restarts dead workers.
     """
     server = app.server
     if server == "auto":
