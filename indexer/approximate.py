@@ -95,7 +95,9 @@ def set_search_breadth(index: faiss.Index, kind: str, value: int) -> None:
 
 
 def kind_of(index: faiss.Index) -> str:
-    """"ivf", "hnsw" or "flat" (anything else: exact indexes, and GPU indexes, searched as they are)."""
+    """"ivf", "hnsw" or "flat" (anything else: exact indexes, GPU indexes and look-alikes, searched as they are)."""
+    if not isinstance(index, faiss.Index):
+        return "flat"
     if faiss.try_extract_index_ivf(index) is not None:
         return "ivf"
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
