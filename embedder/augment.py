@@ -19,7 +19,8 @@ def preset_for(catalog_kind: str) -> str:
 
 def training_pixels(preset: str, preprocessing: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> augmented 3×S×S uint8 tensor, shaped like the inference transform's output; the loop
-    normalises whole batches (transforms.normalize_batch): per image, that cost ~4 % of a CPU step."""
+    normalises whole batches (transforms.normalize_batch): per image, reading a batch of 120 Fashion-MNIST
+    images took 84 rather than 32 ms (about 5 % of a 2-core training step, measured while training ran)."""
     if preset not in PRESETS:
         raise ValueError(f"augmentation preset {preset!r} is not one of {', '.join(PRESETS)}")
     size = preprocessing.image_size

@@ -90,8 +90,12 @@ def set_search_breadth(index: faiss.Index, kind: str, value: int) -> None:
     if kind == "ivf":
         faiss.extract_index_ivf(index).nprobe = int(value)
     elif kind == "hnsw":
-        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-        faiss.downcast_index(inner).hnsw.efSearch = int(value)
+        _hnsw_of(index).hnsw.efSearch = int(value)
+
+
+def _hnsw_of(index: faiss.Index) -> faiss.Index:
+    """The HNSW index itself, inside the id map that empty_index wraps it in."""
+    return faiss.downcast_index(index.index if isinstance(index, faiss.IndexIDMap) else index)
 
 
 def kind_of(index: faiss.Index) -> str:
@@ -100,16 +104,15 @@ def kind_of(index: faiss.Index) -> str:
         return "flat"
     if faiss.try_extract_index_ivf(index) is not None:
         return "ivf"
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-    return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
+    wrapped = isinstance(index, faiss.IndexIDMap)  # only what empty_index makes is looked inside
+    return "hnsw" if isinstance(_hnsw_of(index) if wrapped else index, faiss.IndexHNSW) else "flat"
 
 
 def search_breadth(index: faiss.Index, kind: str) -> int:
     """The index's own nprobe (IVF) or efSearch (HNSW)."""
     if kind == "ivf":
         return int(faiss.extract_index_ivf(index).nprobe)
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-    return int(faiss.downcast_index(inner).hnsw.efSearch)
+    return int(_hnsw_of(index).hnsw.efSearch)
 
 
 def widest_breadth(index: faiss.Index, kind: str) -> int:
