@@ -259,8 +259,7 @@ class SearchEngine:
         loaded = _load_matching_checkpoint(stored, config.artifacts / CHECKPOINT_NAME, device)
         index = load_index(index_path, embeddings_path, config.index.gpu)
         if config.app.torch_threads:
-            # The index scans between forward passes on the same cores (serve --prod sets this per worker).
-            limit_search_threads(config.app.torch_threads)
+            _limit_threads(config.app.torch_threads)
         load_item_image = _catalog_image_loader(config, stored)
         query_embedder = _query_embedder(loaded, device, config)
         # One query at start-up: the first shopper does not wait for the warm-up, and a model that
@@ -279,6 +278,15 @@ class SearchEngine:
         )
 
 
+def _limit_threads(threads: int) -> None:
+    """Process-wide: serve --prod sets it per worker so that workers × threads never exceed the cores.
+    The forward passes (torch) and the index scans between them (faiss, its own OpenMP) share them."""
+    import torch
+
+    torch.set_num_threads(threads)
+    limit_search_threads(threads)
+
+
 def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> QueryEmbedder:
     """Images resized on the request's thread and embedded as build-index embeds the catalog: uint8 pixels
     normalised per batch, BatchNorms folded, channels_last, the configured precision."""
@@ -288,9 +296,6 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> Quer
     from embedder.inference import prepare_model
     from embedder.transforms import build_pixel_transform, normalize_batch
 
-    if config.app.torch_threads:
-        # Process-wide; serve --prod sets it per worker so that workers × threads never exceed the cores.
-        torch.set_num_threads(config.app.torch_threads)
     # Folding makes a copy; the unfolded network is not needed for queries.
     model = prepare_model(loaded.model, device)
     precision, preprocessing = config.embedder.precision, loaded.preprocessing

@@ -37,7 +37,6 @@ class UploadError(ValueError):
         self.status = status
 
 
-
 def oversized_body_allowance(max_upload_bytes: int) -> int:
     """How much of a too-large request body the server still reads (and drops) before answering 413.
 
@@ -58,6 +57,7 @@ def drain_refused_body(stream: Any, most: int) -> int:
             break
         read += len(chunk)
     return read
+
 
 @dataclass(frozen=True)
 class Crop:

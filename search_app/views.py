@@ -116,8 +116,9 @@ def http_error(error: HTTPException) -> tuple:
     status = error.code or 500
     if isinstance(error, RequestEntityTooLarge):
         limit = current_app.config["MAX_CONTENT_LENGTH"]
-        if (request.content_length or 0) <= oversized_body_allowance(limit):
-            drain_refused_body(request.environ["wsgi.input"], oversized_body_allowance(limit))
+        allowance = oversized_body_allowance(limit)
+        if (request.content_length or 0) <= allowance:
+            drain_refused_body(request.environ["wsgi.input"], allowance)
         message = (f"the upload is larger than the limit of {limit:,} bytes ({limit / 2**20:.1f} MiB); "
                    "send a smaller image")
     elif status == 405:
