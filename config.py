@@ -147,7 +147,7 @@ class IndexConfig:
     metric: str = "ip"
     gpu: str = "auto"
     # At 70,000 × 128 an exact scan (7-9 ms a query on 2 cores) cost a served query a quarter of its time
-    # again; IVF served 8 clients 1.3× faster (benchmarks/README.md, Serving). Evaluation stays exact.
+    # again; IVF served 8 clients 1.2-1.3× faster (benchmarks/README.md, Serving). Evaluation stays exact.
     approximate_from: int = 50_000
     # IVF cells; 0: about 4·√N.
     nlist: int = 0
