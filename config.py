@@ -71,15 +71,17 @@ class EmbedderConfig:
     precision: str = "auto"
     # torch.compile the network for build-index: compiling costs minutes on a small CPU (benchmarks/README.md).
     compile: bool = False
-    # build-index's inference engine: "torch", or "onnxruntime" (CPU, fp32; pip install 'lookbook[onnx]'):
-    # as fast on an idle CPU, 2-3× faster on a busy one (benchmarks/README.md), plus a ~7 s export.
-    runtime: str = "torch"
+    # The inference engine of build-index and the web app: "onnxruntime" (CPU, fp32), "torch", or "auto":
+    # ONNX Runtime for fp32 on a CPU, torch otherwise. On 2 cores at 32 px ONNX Runtime embedded 2.3-3.6×
+    # faster than torch in the web app's batches of 8 and 1.25-1.4× in build-index's of 128
+    # (benchmarks/README.md); it exports once (7-15 s) to a file beside the checkpoint.
+    runtime: str = "auto"
 
     def __post_init__(self) -> None:
         _check_choice("embedder.backbone", self.backbone, ("resnet50",))
         _check_choice("embedder.device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("embedder.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
-        _check_choice("embedder.runtime", self.runtime, ("torch", "onnxruntime"))
+        _check_choice("embedder.runtime", self.runtime, ("auto", "torch", "onnxruntime"))
         if not isinstance(self.compile, bool):
             raise ConfigError(f"embedder.compile: {self.compile!r} must be true or false")
         if self.image_size is not None:

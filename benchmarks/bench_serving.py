@@ -8,7 +8,7 @@ per batch, which also holds the requests' own work: upload parsing, decoding, an
 Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them, else a generated
 sample catalog embedded with random weights (the model's cost is the same either way).
 
-    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn-flat,batched,serial]
+    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn-torch,batched,serial]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +40,11 @@ MAX_REQUESTS = 20_000  # per load run, on top of the time limit
 FORWARD_SECONDS = 3.0
 # Server layouts: name -> --set overrides. "serial" runs one query at a time through the model.
 # Any name with "-ivf" or "-flat" added ("batched-flat") serves the same embeddings through an index of
-# that kind built beside them (index_artifacts); without, through the artifacts' own index.
-INDEX_SUFFIXES = ("-ivf", "-flat")
+# that kind built beside them (index_artifacts); without, through the artifacts' own index. With "-torch"
+# added ("gunicorn-torch", "gunicorn-flat-torch") the server embeds with torch instead of embedder.runtime's
+# choice, and the in-process columns do too.
+INDEX_KINDS = ("ivf", "flat")
+TORCH = "torch"
 LAYOUTS = {
     "batched": ["app.server=waitress", "app.max_batch=8"],
     "serial": ["app.server=waitress", "app.max_batch=1"],
@@ -119,7 +122,8 @@ class InProcess:
         import torch
 
         from embedder.checkpoint import load_checkpoint
-        from embedder.inference import prepare_model
+        from embedder.inference import prepare_model, resolve_runtime
+        from embedder.onnx_runtime import exported_model_path
         from embedder.transforms import build_transform
         from search_app.engine import SearchEngine
         from search_app.uploads import decode_image
@@ -128,8 +132,12 @@ class InProcess:
         self.config, self.files = config, files
         self.engine = SearchEngine.from_artifacts(config)
         self.loaded = load_checkpoint(config.artifacts / "embedder.pt")
-        # The network as the server runs it: BatchNorms folded, channels_last.
-        self.model = prepare_model(self.loaded.model, "cpu")
+        # The network as the server runs it: the same runtime (ONNX Runtime, or torch with BatchNorms folded).
+        size = self.loaded.preprocessing.image_size
+        self.runtime = resolve_runtime(config.embedder.runtime, "cpu", config.embedder.precision)
+        self.model = prepare_model(self.loaded.model, "cpu", runtime=self.runtime, image_size=size,
+                                   saved_export=exported_model_path(config.artifacts, self.loaded.sha256, size),
+                                   spinning=False)
         transform = build_transform(self.loaded.preprocessing)
         self.tensors = torch.stack([transform(decode_image(data, "q.png", 10**8)) for data in files])
         self.image_size = self.loaded.preprocessing.image_size
@@ -273,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts (default 1,8)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run (default 10)")
     parser.add_argument("--layouts", default="gunicorn,batched",
-                        help=f"among {', '.join(LAYOUTS)}, each also with -ivf or -flat (that index over the same vectors)")
+                        help=f"among {', '.join(LAYOUTS)}, each also with -ivf or -flat (that index over the same "
+                             "vectors) and -torch (embedding with torch)")
     parser.add_argument("--image-size", type=int, default=32, help="for a generated catalog (default 32)")
     options = parser.parse_args(argv if argv is not None else [])
     clients = [int(c) for c in options.clients.split(",")]
@@ -282,23 +291,42 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(directory)
         args, config = prepare_artifacts(workdir, options.image_size)
         files = query_images(config, QUERIES)
-        local = InProcess(config, files, cores)
-        print(f"\n## serving: {config.catalog.kind} artifacts, {local.image_size} px images, {len(files)} query "
-              f"images, {cores} cores, load average {os.getloadavg()[0]:.1f} at the start")
-        print(f"caption step alone (Python, holds the GIL): {local.caption_ms():.1f} ms per query")
-        print("In-process numbers are measured right before each HTTP run, the server idle.\n")
-        print("| layout | clients | in-process p50 ms | in-process CPU ms | batched forward img/s | requests | errors "
-              "| p50 ms | p95 ms | p99 ms | req/s | p50 / in-process | req/s / forward | mean batch "
-              "| server CPU ms / request | client CPU ms / request | per batch: embed ms | scan ms | wall ms |")
-        print("|" + "---|" * 19)
+        plans = [plan_layout(layout, args, config, workdir) for layout in options.layouts.split(",")]
+        in_process: dict[str, InProcess] = {}
         try:
-            for layout in options.layouts.split(","):
-                suffix = next((end for end in INDEX_SUFFIXES if layout.endswith(end)), "")
-                settings = LAYOUTS[layout.removesuffix(suffix)] + (
-                    index_artifacts(args, config, workdir, suffix[1:]) if suffix else [])
-                measure_layout(layout, args, settings, local, files, clients, options.seconds, workdir)
+            for runtime in dict.fromkeys(runtime for _, _, runtime in plans):
+                in_process[runtime] = InProcess(replace(config, embedder=replace(config.embedder, runtime=runtime)),
+                                                files, cores)
+            image_size = next(iter(in_process.values())).image_size
+            print(f"\n## serving: {config.catalog.kind} artifacts, {image_size} px images, {len(files)} query images, "
+                  f"{cores} cores, load average {os.getloadavg()[0]:.1f} at the start")
+            for local in in_process.values():
+                print(f"{local.runtime}: caption step alone (Python, holds the GIL): {local.caption_ms():.1f} ms per query")
+            print("In-process numbers are measured right before each HTTP run, the server idle, with the server's runtime.\n")
+            print("| layout | clients | in-process p50 ms | in-process CPU ms | batched forward img/s | requests | errors "
+                  "| p50 ms | p95 ms | p99 ms | req/s | p50 / in-process | req/s / forward | mean batch "
+                  "| server CPU ms / request | client CPU ms / request | per batch: embed ms | scan ms | wall ms |")
+            print("|" + "---|" * 19)
+            for layout, settings, runtime in plans:
+                measure_layout(layout, args, settings, in_process[runtime], files, clients, options.seconds, workdir)
         finally:
-            local.close()
+            for local in in_process.values():
+                local.close()
+
+
+def plan_layout(layout: str, args: list[str], config: Config, workdir: Path) -> tuple[str, list[str], str]:
+    """(name, --set overrides, runtime) of a layout name such as "gunicorn-flat-torch"; builds the index it names."""
+    base, *variants = layout.split("-")
+    unknown = set(variants) - {*INDEX_KINDS, TORCH}
+    if base not in LAYOUTS or unknown:
+        raise SystemExit(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}, "
+                         f"each with any of -{', -'.join((*INDEX_KINDS, TORCH))}")
+    settings = list(LAYOUTS[base])
+    for kind in INDEX_KINDS:
+        if kind in variants:
+            settings += index_artifacts(args, config, workdir, kind)
+    runtime = TORCH if TORCH in variants else config.embedder.runtime
+    return layout, settings + [f"embedder.runtime={runtime}"], runtime
 
 
 def measure_layout(layout: str, args: list[str], settings: list[str], local: InProcess, files: list[bytes],

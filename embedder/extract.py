@@ -20,7 +20,8 @@ from tqdm import tqdm
 from embedder.catalog import Catalog
 from embedder.checkpoint import LoadedEmbedder
 from embedder.dataset import CatalogImages
-from embedder.inference import autocast, prepare_model, resolve_precision
+from embedder.inference import autocast, prepare_model, resolve_precision, resolve_runtime
+from embedder.onnx_runtime import exported_model_path
 from embedder.store import PartialEmbeddings, Skipped
 from embedder.transforms import build_pixel_transform, normalize_batch
 
@@ -111,7 +112,7 @@ def embed_catalog(
     device: str = "cpu",
     precision: str = "auto",
     compile_model: bool = False,
-    runtime: str = "torch",
+    runtime: str = "auto",
 ) -> ExtractionReport:
     """Embed every catalog image into ``output`` (HDF5), resuming an interrupted run; returns the report.
 
@@ -131,10 +132,13 @@ def embed_catalog(
     try:
         resumed = partial.rows_done
         pending = partial.pending_rows()
+        runtime = resolve_runtime(runtime, device, precision, compile_model)
         precision = resolve_precision(precision, device, runtime)
         log.info("Embedding %d images on %s with %s in %s%s", len(pending), device, runtime, precision,
                  ", compiled" if compile_model else "")
-        model = prepare_model(embedder.model, device, compile_model, runtime, embedder.preprocessing.image_size)
+        image_size = embedder.preprocessing.image_size
+        model = prepare_model(embedder.model, device, compile_model, runtime, image_size,
+                              saved_export=exported_model_path(output.parent, embedder.sha256, image_size))
         images = CatalogImages(catalog, pending, build_pixel_transform(embedder.preprocessing),
                                embedder.preprocessing.image_size, torch.uint8)
         with tqdm(total=len(catalog), initial=resumed, unit="img", desc="embedding", smoothing=0.1) as progress:

@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.fx.experimental.optimization import fuse
@@ -20,7 +21,7 @@ from torch.fx.experimental.optimization import fuse
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("auto", "torch", "onnxruntime")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -33,6 +34,19 @@ def native_bfloat16() -> bool:
 def onnx_runtime_installed() -> bool:
     """Whether onnxruntime and the exporter's packages (onnx, onnxscript) can be imported."""
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
+
+
+def resolve_runtime(runtime: str, device: str, precision: str = "auto", compile_model: bool = False) -> str:
+    """'auto' -> 'onnxruntime' for fp32 on a CPU where it is installed (faster at every batch size measured,
+    above all the small batches a server embeds), else 'torch'; checks a named runtime fits."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"embedder.runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if runtime != "auto":
+        return runtime
+    fp32 = precision == "fp32" or (precision == "auto" and not native_bfloat16())
+    if device == "cpu" and fp32 and not compile_model and onnx_runtime_installed():
+        return "onnxruntime"
+    return "torch"
 
 
 def resolve_precision(precision: str, device: str, runtime: str = "torch") -> str:
@@ -68,21 +82,23 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def prepare_model(model: torch.nn.Module, device: str, compile_model: bool = False, runtime: str = "torch",
-                  image_size: int = 224) -> Callable[[torch.Tensor], torch.Tensor]:
+                  image_size: int = 224, saved_export: Path | None = None,
+                  spinning: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
     """A copy of the network for inference: BatchNorms folded, on ``device``, channels_last, compiled if asked;
-    or, with ``runtime`` "onnxruntime", exported to ONNX Runtime for ``image_size`` px images (CPU only).
+    or, with ``runtime`` "onnxruntime" (a resolved runtime, see resolve_runtime), exported to ONNX Runtime
+    for ``image_size`` px images (CPU only), loaded from or saved to ``saved_export``
+    (embedder.onnx_runtime.exported_model_path), its pool threads ``spinning`` or not between batches.
 
     torch.compile compiles on the first batch of each shape (a minute or more on a small CPU), so
     callers keep batches one shape (see embed_catalog) and compile only for long runs.
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"embedder.runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    runtime = resolve_runtime(runtime, device, compile_model=compile_model)
     if runtime == "onnxruntime":
         if device != "cpu" or compile_model:
             raise ValueError("embedder.runtime 'onnxruntime' runs uncompiled on the CPU: set embedder.device to cpu "
                              "and embedder.compile to false, or embedder.runtime to torch")
         from embedder.onnx_runtime import OnnxRuntimeModel
 
-        return OnnxRuntimeModel(model, image_size)
+        return OnnxRuntimeModel(model, image_size, saved=saved_export, spinning=spinning)
     model = fold_batch_norms(model).to(device).to(memory_format=torch.channels_last)
     return torch.compile(model, dynamic=False) if compile_model else model

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
@@ -13,6 +15,9 @@ from search_app.uploads import preview_data_url
 from search_app.views import current_config, current_engine, item_image_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+# item_image_urls: a stand-in id that quoting leaves as it is, and what werkzeug's path converter keeps unquoted.
+URL_SLOT = "item-id-slot"
+PATH_SEGMENT_SAFE = "!$&'()*+,/:;=@"
 
 
 @bp.post("/search")
@@ -52,6 +57,13 @@ def item_json(item_id: str) -> dict[str, Any]:
     return {**current_engine().describe_item(item_id), "image_url": url_for("api.item_image", item_id=item_id)}
 
 
+def item_image_urls(item_ids: Iterable[str]) -> list[str]:
+    """url_for("api.item_image", item_id=...) for each id, building the route once: a page's 12 to 24 url_for
+    calls were a tenth of a search request's Python work. The ids are quoted as the route's converter does."""
+    template = url_for("api.item_image", item_id=URL_SLOT)
+    return [template.replace(URL_SLOT, quote(item_id, safe=PATH_SEGMENT_SAFE)) for item_id in item_ids]
+
+
 def query_json(query: SearchQuery) -> dict[str, Any]:
     """What was searched for: the catalog item, or the uploaded image as the model saw it (upright, cropped)."""
     if query.item_id is not None:
@@ -78,6 +90,7 @@ def caption_json(caption: Caption | None) -> dict[str, Any] | None:
 
 def result_json(result: SearchResult, query: SearchQuery, total_ms: float) -> dict[str, Any]:
     """A SearchResult as the API's JSON answer."""
+    urls = item_image_urls(n.item_id for n in result.neighbours)
     answer: dict[str, Any] = {
         "query": query_json(query),
         "predictions": [{"category": p.category, "score": round(p.score, 6)} for p in result.predictions],
@@ -94,9 +107,9 @@ def result_json(result: SearchResult, query: SearchQuery, total_ms: float) -> di
                 "title": n.title,
                 "category": n.category,
                 "similarity": round(n.similarity, 6),
-                "image_url": url_for("api.item_image", item_id=n.item_id),
+                "image_url": url,
             }
-            for number, n in enumerate(result.neighbours)
+            for number, (n, url) in enumerate(zip(result.neighbours, urls))
         ],
         "timing_ms": {
             "embed": round(result.embed_ms, 2),

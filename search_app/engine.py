@@ -233,6 +233,7 @@ class SearchEngine:
             "catalog_kind": self.catalog_kind,
             "has_titles": self.has_titles,
             "caption_method": self.captions.method,
+            "runtime": self.queries.embedder.runtime,
             "embedding_size": int(self.index.d),
             "metric": self.metric,
             "k": self.k,
@@ -293,13 +294,18 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> Quer
     import torch
 
     from embedder.extract import embed_batch
-    from embedder.inference import prepare_model
+    from embedder.inference import prepare_model, resolve_runtime
+    from embedder.onnx_runtime import exported_model_path
     from embedder.transforms import build_pixel_transform, normalize_batch
 
-    # Folding makes a copy; the unfolded network is not needed for queries.
-    model = prepare_model(loaded.model, device)
     precision, preprocessing = config.embedder.precision, loaded.preprocessing
-    log.info("query embedder: batches of up to %d, waiting %.1f ms, %d torch threads", config.app.max_batch,
+    runtime = resolve_runtime(config.embedder.runtime, device, precision)
+    # Folding (torch) or exporting (ONNX Runtime) makes a copy; the training network is not needed for queries.
+    # The pool's threads do not spin between batches: the requests' own work needs the cores then.
+    model = prepare_model(loaded.model, device, runtime=runtime, image_size=preprocessing.image_size,
+                          saved_export=exported_model_path(config.artifacts, loaded.sha256, preprocessing.image_size),
+                          spinning=False)
+    log.info("query embedder: %s, batches of up to %d, waiting %.1f ms, %d threads", runtime, config.app.max_batch,
              config.app.batch_wait_ms, torch.get_num_threads())
 
     def embed(pixels: Sequence[torch.Tensor]) -> np.ndarray:
@@ -308,7 +314,7 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> Quer
         batch = normalize_batch(torch.stack(list(pixels)).to(device), preprocessing)
         return embed_batch(model, batch, device, precision)
 
-    return QueryEmbedder(prepare=build_pixel_transform(preprocessing), embed=embed)
+    return QueryEmbedder(prepare=build_pixel_transform(preprocessing), embed=embed, runtime=runtime)
 
 
 def _caption_maker(config: Config, stored: EmbeddingsFile, device: str) -> CaptionMaker:

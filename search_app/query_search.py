@@ -31,6 +31,8 @@ class QueryEmbedder:
 
     prepare: Callable[[Image.Image], Any]
     embed: Callable[[Sequence[Any]], np.ndarray]
+    # What runs the network ("onnxruntime", "torch"), for /healthz.
+    runtime: str = "python"
 
     @classmethod
     def one_image_at_a_time(cls, embed_image: Callable[[Image.Image], np.ndarray]) -> QueryEmbedder:

@@ -64,7 +64,7 @@ def test_a_compiled_run_sees_only_full_batches(tmp_path, monkeypatch):
     eager = embed_catalog(catalog, loaded, tmp_path / "eager.h5", attributes, batch_size=4, workers=0, precision="fp32")
     shapes = []
 
-    def fake_compile(model, device, compile_model=False, *_):
+    def fake_compile(model, device, compile_model=False, *_, **__):
         prepared = model.eval().to(memory_format=torch.channels_last)
 
         def forward(batch):
@@ -98,8 +98,6 @@ def test_folding_batch_norms_keeps_the_embeddings():
 
 
 def test_onnx_runtime_embeds_like_torch(tmp_path):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     catalog = ColourCatalog(count=10)
     loaded = provide_embedder(EmbedderConfig(weights="none", embedding_size=8, image_size=32), catalog, tmp_path, "cpu")
     attributes = embeddings_attributes(catalog, loaded, "all")

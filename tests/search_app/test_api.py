@@ -171,3 +171,15 @@ def test_categories_in_predictions_are_catalog_classes(client, catalog_images):
     assert set(categories) <= set(CLASS_NAMES) and len(set(categories)) == len(categories)
     scores = [p["score"] for p in answer["predictions"]]
     assert scores == sorted(scores, reverse=True) and sum(scores) <= 1 + 1e-5
+
+
+@pytest.mark.parametrize("script_root", ["", "/shop"])
+def test_result_image_urls_are_what_url_for_builds(app, script_root):
+    from flask import url_for
+
+    from search_app.api import item_image_urls
+
+    ids = ["img_00001", "a b", "caf\u00e9", "x%2Fy", "50%", "it's+(1)", "item-id-slot"]
+    with app.test_request_context("/", base_url=f"http://localhost{script_root}"):
+        assert item_image_urls(ids) == [url_for("api.item_image", item_id=item_id) for item_id in ids]
+        assert item_image_urls(ids)[0] == f"{script_root}/api/items/img_00001/image"

@@ -1,0 +1,40 @@
+"""The served query embedder: ONNX Runtime by default on a CPU, loading build-index's export; torch answers alike."""
+from __future__ import annotations
+
+import numpy as np
+
+from config import load_config
+from embedder.catalogs import open_catalog
+from search_app.engine import SearchEngine
+
+
+def config_of(args: list[str], runtime: str):
+    """The Config the CLI arguments of sample_artifacts name, with embedder.runtime set."""
+    named = dict(zip(args[0::2], args[1::2]))
+    overrides = dict(setting.split("=", 1) for flag, setting in zip(args[0::2], args[1::2]) if flag == "--set")
+    overrides.update({"catalog.kind": named["--catalog"], "catalog.root": named["--root"],
+                      "embedder.weights": named["--weights"], "artifacts_dir": named["--artifacts"],
+                      "embedder.runtime": runtime})
+    return load_config(env={}, overrides=overrides)
+
+
+def test_onnx_runtime_and_torch_serve_the_same_neighbours(sample_artifacts):
+    configs = {runtime: config_of(sample_artifacts, runtime) for runtime in ("auto", "torch")}
+    exports = sorted(configs["auto"].artifacts.glob("embedder-*.onnx"))
+    assert len(exports) == 1  # build-index left it; the engine loads it rather than exporting again
+    catalog = open_catalog(configs["auto"].catalog, configs["auto"].artifacts / "downloads")
+    queries = [catalog.open_image(row) for row in (0, len(catalog) // 2, len(catalog) - 1)]
+    engines = {runtime: SearchEngine.from_artifacts(config) for runtime, config in configs.items()}
+    try:
+        assert engines["auto"].health()["runtime"] == "onnxruntime"
+        assert engines["torch"].health()["runtime"] == "torch"
+        for image in queries:
+            onnx, torch = (engines[runtime].search(image, 6) for runtime in ("auto", "torch"))
+            assert onnx.neighbours[0].item_id == torch.neighbours[0].item_id
+            np.testing.assert_allclose([n.similarity for n in onnx.neighbours],
+                                       [n.similarity for n in torch.neighbours], atol=1e-4)
+            assert [p.category for p in onnx.predictions[:1]] == [p.category for p in torch.predictions[:1]]
+    finally:
+        for engine in engines.values():
+            engine.close()
+    assert sorted(configs["auto"].artifacts.glob("embedder-*.onnx")) == exports
