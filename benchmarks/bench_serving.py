@@ -8,7 +8,7 @@ per batch, which also holds the requests' own work: upload parsing, decoding, an
 Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them, else a generated
 sample catalog embedded with random weights (the model's cost is the same either way).
 
-    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn-torch,batched,serial]
+    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn-multipart,batched,serial]
 """
 from __future__ import annotations
 
@@ -45,6 +45,9 @@ FORWARD_SECONDS = 3.0
 # choice, and the in-process columns do too.
 INDEX_KINDS = ("ivf", "flat")
 TORCH = "torch"
+# How the clients send the photo: as the body (what the search page does), or, with "-multipart" added to
+# the layout's name, as a multipart form (what an HTML form or curl -F does).
+BODY, MULTIPART = "body", "multipart"
 LAYOUTS = {
     "batched": ["app.server=waitress", "app.max_batch=8"],
     "serial": ["app.server=waitress", "app.max_batch=1"],
@@ -199,18 +202,21 @@ def _timed(function) -> float:
     return time.perf_counter() - started
 
 
-def multipart(data: bytes) -> tuple[bytes, str]:
-    """A multipart/form-data body with the image and k, and its content type."""
+def search_request(data: bytes, upload: str) -> tuple[str, bytes, str]:
+    """(URL, body, content type) of a search for the image: sent as the body with its settings in the query
+    string, as the search page does ("body"), or as a multipart form ("multipart") with a boundary of its
+    own, as a browser makes one for each form it sends (werkzeug compiles regexes for each boundary)."""
+    if upload == BODY:
+        return f"/api/search?k={K}&filename=q.png", data, "image/png"
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n{K}\r\n"
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.png\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    return "/api/search", body, f"multipart/form-data; boundary={boundary}"
 
 
-def run_load(port: int, files: list[bytes], clients: int, seconds: float) -> LoadResult:
+def run_load(port: int, files: list[bytes], clients: int, seconds: float, upload: str = BODY) -> LoadResult:
     """`clients` threads, each on its own keep-alive connection, posting searches for `seconds`."""
-    bodies = [multipart(data) for data in files]
     result = LoadResult(clients, seconds)
     lock = threading.Lock()
     budget = [MAX_REQUESTS]
@@ -225,11 +231,11 @@ def run_load(port: int, files: list[bytes], clients: int, seconds: float) -> Loa
                 if budget[0] <= 0:
                     break
                 budget[0] -= 1
-            body, content_type = bodies[turn % len(bodies)]
+            url, body, content_type = search_request(files[turn % len(files)], upload)
             turn += clients
             began = time.perf_counter()
             try:
-                connection.request("POST", "/api/search", body, {"Content-Type": content_type})
+                connection.request("POST", url, body, {"Content-Type": content_type})
                 response = connection.getresponse()
                 payload = response.read()
                 ok = response.status == 200 and b'"results"' in payload
@@ -282,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run (default 10)")
     parser.add_argument("--layouts", default="gunicorn,batched",
                         help=f"among {', '.join(LAYOUTS)}, each also with -ivf or -flat (that index over the same "
-                             "vectors) and -torch (embedding with torch)")
+                             "vectors), -torch (embedding with torch) and -multipart (photos sent as forms)")
     parser.add_argument("--image-size", type=int, default=32, help="for a generated catalog (default 32)")
     options = parser.parse_args(argv if argv is not None else [])
     clients = [int(c) for c in options.clients.split(",")]
@@ -294,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         plans = [plan_layout(layout, args, config, workdir) for layout in options.layouts.split(",")]
         in_process: dict[str, InProcess] = {}
         try:
-            for runtime in dict.fromkeys(runtime for _, _, runtime in plans):
+            for runtime in dict.fromkeys(runtime for _, _, runtime, _ in plans):
                 in_process[runtime] = InProcess(replace(config, embedder=replace(config.embedder, runtime=runtime)),
                                                 files, cores)
             image_size = next(iter(in_process.values())).image_size
@@ -307,30 +313,32 @@ def main(argv: list[str] | None = None) -> None:
                   "| p50 ms | p95 ms | p99 ms | req/s | p50 / in-process | req/s / forward | mean batch "
                   "| server CPU ms / request | client CPU ms / request | per batch: embed ms | scan ms | wall ms |")
             print("|" + "---|" * 19)
-            for layout, settings, runtime in plans:
-                measure_layout(layout, args, settings, in_process[runtime], files, clients, options.seconds, workdir)
+            for layout, settings, runtime, upload in plans:
+                measure_layout(layout, args, settings, in_process[runtime], files, clients, options.seconds, workdir,
+                               upload)
         finally:
             for local in in_process.values():
                 local.close()
 
 
-def plan_layout(layout: str, args: list[str], config: Config, workdir: Path) -> tuple[str, list[str], str]:
-    """(name, --set overrides, runtime) of a layout name such as "gunicorn-flat-torch"; builds the index it names."""
+def plan_layout(layout: str, args: list[str], config: Config, workdir: Path) -> tuple[str, list[str], str, str]:
+    """(name, --set overrides, runtime, upload) of a layout name such as "gunicorn-flat-torch-multipart";
+    builds the index it names."""
     base, *variants = layout.split("-")
-    unknown = set(variants) - {*INDEX_KINDS, TORCH}
+    unknown = set(variants) - {*INDEX_KINDS, TORCH, MULTIPART}
     if base not in LAYOUTS or unknown:
         raise SystemExit(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}, "
-                         f"each with any of -{', -'.join((*INDEX_KINDS, TORCH))}")
+                         f"each with any of -{', -'.join((*INDEX_KINDS, TORCH, MULTIPART))}")
     settings = list(LAYOUTS[base])
     for kind in INDEX_KINDS:
         if kind in variants:
             settings += index_artifacts(args, config, workdir, kind)
     runtime = TORCH if TORCH in variants else config.embedder.runtime
-    return layout, settings + [f"embedder.runtime={runtime}"], runtime
+    return layout, settings + [f"embedder.runtime={runtime}"], runtime, MULTIPART if MULTIPART in variants else BODY
 
 
 def measure_layout(layout: str, args: list[str], settings: list[str], local: InProcess, files: list[bytes],
-                   clients: list[int], seconds: float, workdir: Path) -> None:
+                   clients: list[int], seconds: float, workdir: Path, upload: str = BODY) -> None:
     """Start the server with one layout and load it with each client count, next to in-process numbers."""
     port = free_port()
     server = start_server(args, port, workdir / f"serve-{layout}.log", settings)
@@ -338,9 +346,9 @@ def measure_layout(layout: str, args: list[str], settings: list[str], local: InP
         for count in clients:
             p50, _, cpu_ms = local.query_ms()
             forward = local.forward_images_per_second(count)
-            run_load(port, files, count, min(2.0, seconds))  # warm-up, not counted
+            run_load(port, files, count, min(2.0, seconds), upload)  # warm-up, not counted
             before, cpu, client_cpu = health(port).get("batching") or {}, cpu_seconds(server.pid), time.process_time()
-            result = run_load(port, files, count, seconds)
+            result = run_load(port, files, count, seconds, upload)
             cpu, client_cpu = cpu_seconds(server.pid) - cpu, time.process_time() - client_cpu
             after = health(port).get("batching") or {}
             errors = sum(result.errors.values())

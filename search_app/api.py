@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from search_app.query import SearchQuery, parse_search, require_item
+from search_app.query import SearchQuery, is_image_body, parse_search, require_item
 from search_app.results import Caption, SearchResult
 from search_app.uploads import preview_data_url
 from search_app.views import current_config, current_engine, item_image_response
@@ -22,11 +22,12 @@ PATH_SEGMENT_SAFE = "!$&'()*+,/:;=@"
 
 @bp.post("/search")
 def search() -> Response:
-    """Search with a multipart "image" (optional crop_*), or JSON {"item_id": ...}; k, offset and category optional."""
+    """Search with a photo (the body itself, or a multipart "image"; optional crop_*), or JSON {"item_id": ...};
+    k, offset and category optional."""
     started = time.perf_counter()
     app = current_config().app
     engine = current_engine()
-    with engine.incoming_query(request.mimetype == "multipart/form-data"):
+    with engine.incoming_query(request.mimetype == "multipart/form-data" or is_image_body(request)):
         query = parse_search(request, engine, app.results, app.max_image_pixels)
         result = query.run(engine)
     return jsonify(result_json(result, query, total_ms=1e3 * (time.perf_counter() - started)))

@@ -110,11 +110,15 @@ def read_upload(file_storage: FileStorage | None, max_pixels: int, crop: Crop | 
     """The uploaded image as RGB, upright by its EXIF orientation, then cropped; UploadError if missing or unusable."""
     if file_storage is None or not file_storage.filename:
         raise UploadError(f"no image was uploaded; choose a photo ({ACCEPTED}) and try again")
-    name = _shorten(file_storage.filename)
-    data = file_storage.read()
+    return read_image_body(file_storage.read(), file_storage.filename, file_storage.mimetype, max_pixels, crop)
+
+
+def read_image_body(data: bytes, filename: str, mimetype: str, max_pixels: int, crop: Crop | None = None) -> Image.Image:
+    """An upload's bytes (a multipart file's, or a whole request body) as read_upload returns them."""
+    name = _shorten(filename)
     if not data:
         raise UploadError(f"no image was uploaded: the file {name!r} is empty (0 bytes)")
-    return decode_image(data, name, max_pixels, file_storage.mimetype, crop)
+    return decode_image(data, name, max_pixels, mimetype, crop)
 
 
 def decode_image(data: bytes, name: str, max_pixels: int, mimetype: str = "", crop: Crop | None = None) -> Image.Image:

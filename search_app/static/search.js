@@ -133,13 +133,17 @@
         body: JSON.stringify({ item_id: query.itemId, k: k, offset: offset, category: category.value })
       });
     }
-    var data = new FormData();
-    data.append("image", query.file, query.file.name || "pasted-image.png");
-    data.append("offset", String(offset));
-    data.append("category", category.value);
-    data.append("preview", offset ? "0" : "1");
-    if (query.crop) { ["x", "y", "w", "h"].forEach(function (key) { data.append("crop_" + key, query.crop[key].toFixed(4)); }); }
-    return fetch(form.dataset.api, { method: "POST", body: data, headers: { "Accept": "application/json" } });
+    // The photo is the body and its settings the query string: the server then parses no multipart body.
+    var params = new URLSearchParams();
+    params.set("filename", query.file.name || "pasted-image.png");
+    params.set("offset", String(offset));
+    params.set("category", category.value);
+    params.set("preview", offset ? "0" : "1");
+    if (query.crop) { ["x", "y", "w", "h"].forEach(function (key) { params.set("crop_" + key, query.crop[key].toFixed(4)); }); }
+    return fetch(form.dataset.api + "?" + params.toString(), {
+      method: "POST", body: query.file,
+      headers: { "Content-Type": query.file.type || "application/octet-stream", "Accept": "application/json" }
+    });
   }
 
   function search(query, offset) {

@@ -61,7 +61,8 @@ def test_a_compiled_run_sees_only_full_batches(tmp_path, monkeypatch):
     catalog = ColourCatalog(count=10)
     loaded = provide_embedder(EmbedderConfig(weights="none", embedding_size=8, image_size=32), catalog, tmp_path, "cpu")
     attributes = embeddings_attributes(catalog, loaded, "all")
-    eager = embed_catalog(catalog, loaded, tmp_path / "eager.h5", attributes, batch_size=4, workers=0, precision="fp32")
+    eager = embed_catalog(catalog, loaded, tmp_path / "eager.h5", attributes, batch_size=4, workers=0, precision="fp32",
+                          runtime="torch")
     shapes = []
 
     def fake_compile(model, device, compile_model=False, *_, **__):

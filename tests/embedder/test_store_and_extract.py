@@ -19,8 +19,10 @@ def small_embedder(tmp_path, colour_catalog):
 
 
 def run(catalog, embedder, path, batch_size=4):
+    # torch: these tests are about the file, and ONNX Runtime's export would cost each of them ~12 s
+    # (tests/embedder/test_onnx_runtime.py covers that runtime, the CLI and server tests its default use).
     return embed_catalog(catalog, embedder, path, embeddings_attributes(catalog, embedder, "all"),
-                         batch_size=batch_size, workers=0)
+                         batch_size=batch_size, workers=0, runtime="torch")
 
 
 def test_embeddings_file_follows_the_contract(tmp_path, small_embedder):

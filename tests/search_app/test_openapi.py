@@ -45,9 +45,12 @@ def test_the_document_is_openapi_3_with_parameters_errors_and_resolvable_referen
     for reference in re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', str(document).replace("'", '"')):
         assert reference in schemas
     search = document["paths"]["/api/search"]["post"]["requestBody"]["content"]
-    assert set(search) == {"multipart/form-data", "application/json"}
+    assert set(search) == {"image/*", "application/octet-stream", "multipart/form-data", "application/json"}
     fields = set(search["multipart/form-data"]["schema"]["properties"])
     assert {"image", "k", "offset", "category", "crop_x", "crop_y", "crop_w", "crop_h"} <= fields
+    # A photo sent as the body takes the same settings from the query string.
+    query = {p["name"] for p in document["paths"]["/api/search"]["post"]["parameters"] if p["in"] == "query"}
+    assert query == (fields - {"image"}) | {"filename"}
 
 
 def test_the_answer_of_a_search_has_the_documented_fields(client, document, catalog_images):
