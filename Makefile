@@ -34,7 +34,7 @@ demo: catalog
 	$(PY) manage.py --config $(DEMO_CONFIG) train
 	$(PY) manage.py --config $(DEMO_CONFIG) build-index
 	$(PY) manage.py --config $(DEMO_CONFIG) evaluate
-	$(PY) manage.py --config $(DEMO_CONFIG) serve
+	$(PY) manage.py --config $(DEMO_CONFIG) serve --prod
 
 # Debian's chromium for the browser test (Playwright drives it; it never downloads a browser of its own).
 # Tolerant of failure like the catalog: without it, the browser test is skipped and says why.
