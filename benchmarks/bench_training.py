@@ -55,14 +55,19 @@ def plain_convolutions(trainee: Trainee) -> Trainee:
 
 
 def layer_times(rounds: int, batch_size: int) -> list[tuple[str, float, float]]:
-    """Forward + backward ms of the 3×3 convolutions with a 1×1 output at 32 px: plain, and as a product."""
+    """Forward + backward ms of the convolutions with a 1×1 output at 32 px: plain, and as a product."""
     rows = []
-    shapes = [("layer4.0.conv2: 512→512, 3×3 stride 2 on 2×2", 512, 2, 2), ("layer4.1-2.conv2: 512→512, 3×3 on 1×1", 512, 1, 1)]
-    for name, channels, size, stride in shapes:
-        fast = torch.nn.Conv2d(channels, channels, 3, stride, 1, bias=False).to(memory_format=torch.channels_last)
+    # name, in and out channels, kernel, input size, stride
+    shapes = [("layer4.0.conv2: 512→512, 3×3 stride 2 on 2×2", 512, 512, 3, 2, 2),
+              ("layer4.1-2.conv2: 512→512, 3×3 on 1×1", 512, 512, 3, 1, 1),
+              ("layer4.*.conv3: 512→2048, 1×1 on 1×1", 512, 2048, 1, 1, 1),
+              ("layer4.0.downsample: 1024→2048, 1×1 stride 2 on 2×2", 1024, 2048, 1, 2, 2)]
+    for name, in_channels, out_channels, kernel, size, stride in shapes:
+        fast = torch.nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2,
+                               bias=False).to(memory_format=torch.channels_last)
         plain = copy.deepcopy(fast)
         use_single_pixel_convs(fast)
-        x = torch.randn(batch_size, channels, size, size).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(batch_size, in_channels, size, size).contiguous(memory_format=torch.channels_last)
         x.requires_grad_()
 
         def step(conv: torch.nn.Conv2d) -> None:

@@ -27,6 +27,9 @@ def _pair(conv_args: dict, input_shape: tuple[int, ...], seed: int = 0):
     (dict(in_channels=8, out_channels=6, kernel_size=3, padding=1), (5, 8, 2, 2), False),
     (dict(in_channels=8, out_channels=6, kernel_size=3, padding=1, groups=2), (5, 8, 1, 1), False),
     (dict(in_channels=8, out_channels=6, kernel_size=3, padding=2, dilation=2), (5, 8, 1, 1), False),
+    (dict(in_channels=8, out_channels=6, kernel_size=1), (5, 8, 1, 1), True),
+    (dict(in_channels=8, out_channels=6, kernel_size=1, stride=2, bias=False), (5, 8, 2, 2), True),
+    (dict(in_channels=8, out_channels=6, kernel_size=1), (5, 8, 2, 2), False),
 ])
 def test_same_output_and_gradients_as_a_plain_convolution(conv_args, input_shape, shortcut):
     plain, fast, x = _pair(conv_args, input_shape)
@@ -60,7 +63,7 @@ def test_the_embedding_network_keeps_its_parameters_keys_and_outputs():
     with torch.no_grad():
         before = model(x)
     swapped = use_single_pixel_convs(model)
-    assert swapped == 17  # the 7×7 stem and the 16 bottlenecks' 3×3 convolutions
+    assert swapped == 53  # the 7×7 stem, the 16 bottlenecks' three convolutions each, the 4 shortcuts
     assert sum(isinstance(m, SinglePixelConv2d) for m in model.modules()) == swapped
     assert {name: id(p) for name, p in model.named_parameters()} == parameters
     assert list(model.state_dict()) == keys
