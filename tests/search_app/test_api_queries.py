@@ -81,15 +81,19 @@ def test_paging_more_like_this_within_a_category(client):
     assert first["available"] == PER_CLASS - 1
 
 
-def test_a_crop_is_applied_after_the_photo_is_turned_upright(client, embedder):
-    # Upright, the photo is red on top and blue below: the lower half is all blue.
-    response = post_image(client, "/api/search", rotated_jpeg(), "phone.jpg", crop_x="0", crop_y="0.5",
-                          crop_w="1", crop_h="0.5", preview="1")
-    assert response.status_code == 200
+def assert_model_saw_the_lower_half_upright(embedder) -> None:
+    """Upright, rotated_jpeg() is red on top and blue below: its lower half is 40×30 and all blue."""
     received = embedder.received[-1]
     assert received.size == (40, 30)
     blue = np.asarray(received, dtype=int)[2:-2, 2:-2]
     assert (blue[..., 2] > 160).all() and (blue[..., 0] < 90).all()
+
+
+def test_a_crop_is_applied_after_the_photo_is_turned_upright(client, embedder):
+    response = post_image(client, "/api/search", rotated_jpeg(), "phone.jpg", crop_x="0", crop_y="0.5",
+                          crop_w="1", crop_h="0.5", preview="1")
+    assert response.status_code == 200
+    assert_model_saw_the_lower_half_upright(embedder)
     query = response.get_json()["query"]
     assert query == {"kind": "image", "width": 40, "height": 30, "crop": {"x": 0.0, "y": 0.5, "w": 1.0, "h": 0.5},
                      "preview": query["preview"]}
