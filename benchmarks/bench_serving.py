@@ -125,8 +125,7 @@ class InProcess:
         import torch
 
         from embedder.checkpoint import load_checkpoint
-        from embedder.inference import prepare_model, resolve_runtime
-        from embedder.onnx_runtime import exported_model_path
+        from embedder.inference import prepare_checkpoint
         from embedder.transforms import build_transform
         from search_app.engine import SearchEngine
         from search_app.uploads import decode_image
@@ -136,11 +135,8 @@ class InProcess:
         self.engine = SearchEngine.from_artifacts(config)
         self.loaded = load_checkpoint(config.artifacts / "embedder.pt")
         # The network as the server runs it: the same runtime (ONNX Runtime, or torch with BatchNorms folded).
-        size = self.loaded.preprocessing.image_size
-        self.runtime = resolve_runtime(config.embedder.runtime, "cpu", config.embedder.precision)
-        self.model = prepare_model(self.loaded.model, "cpu", runtime=self.runtime, image_size=size,
-                                   saved_export=exported_model_path(config.artifacts, self.loaded.sha256, size),
-                                   spinning=False)
+        self.model, self.runtime = prepare_checkpoint(self.loaded, "cpu", config.embedder.runtime,
+                                                      config.embedder.precision, config.artifacts, spinning=False)
         transform = build_transform(self.loaded.preprocessing)
         self.tensors = torch.stack([transform(decode_image(data, "q.png", 10**8)) for data in files])
         self.image_size = self.loaded.preprocessing.image_size

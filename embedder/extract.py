@@ -20,8 +20,7 @@ from tqdm import tqdm
 from embedder.catalog import Catalog
 from embedder.checkpoint import LoadedEmbedder
 from embedder.dataset import CatalogImages
-from embedder.inference import autocast, prepare_model, resolve_precision, resolve_runtime
-from embedder.onnx_runtime import exported_model_path
+from embedder.inference import autocast, prepare_checkpoint, resolve_precision
 from embedder.store import PartialEmbeddings, Skipped
 from embedder.transforms import build_pixel_transform, normalize_batch
 
@@ -132,13 +131,10 @@ def embed_catalog(
     try:
         resumed = partial.rows_done
         pending = partial.pending_rows()
-        runtime = resolve_runtime(runtime, device, precision, compile_model)
+        model, runtime = prepare_checkpoint(embedder, device, runtime, precision, output.parent, compile_model)
         precision = resolve_precision(precision, device, runtime)
         log.info("Embedding %d images on %s with %s in %s%s", len(pending), device, runtime, precision,
                  ", compiled" if compile_model else "")
-        image_size = embedder.preprocessing.image_size
-        model = prepare_model(embedder.model, device, compile_model, runtime, image_size,
-                              saved_export=exported_model_path(output.parent, embedder.sha256, image_size))
         images = CatalogImages(catalog, pending, build_pixel_transform(embedder.preprocessing),
                                embedder.preprocessing.image_size, torch.uint8)
         with tqdm(total=len(catalog), initial=resumed, unit="img", desc="embedding", smoothing=0.1) as progress:

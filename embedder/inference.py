@@ -14,9 +14,13 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.fx.experimental.optimization import fuse
+
+if TYPE_CHECKING:
+    from embedder.checkpoint import LoadedEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,19 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
     activations: 1.1-1.5× faster on a 2-core CPU at 32 px (benchmarks/README.md).
     """
     return fuse(model.eval(), inplace=False)
+
+
+def prepare_checkpoint(loaded: LoadedEmbedder, device: str, runtime: str, precision: str, artifacts: Path,
+                       compile_model: bool = False, spinning: bool = True) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """A loaded checkpoint's network ready for inference (prepare_model) with ``runtime`` resolved, and that
+    runtime; with ONNX Runtime, its export is kept in (and loaded from) ``artifacts``, named by the checkpoint."""
+    from embedder.onnx_runtime import exported_model_path
+
+    runtime = resolve_runtime(runtime, device, precision, compile_model)
+    size = loaded.preprocessing.image_size
+    model = prepare_model(loaded.model, device, compile_model, runtime, size,
+                          saved_export=exported_model_path(artifacts, loaded.sha256, size), spinning=spinning)
+    return model, runtime
 
 
 def prepare_model(model: torch.nn.Module, device: str, compile_model: bool = False, runtime: str = "torch",

@@ -294,17 +294,14 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> Quer
     import torch
 
     from embedder.extract import embed_batch
-    from embedder.inference import prepare_model, resolve_runtime
-    from embedder.onnx_runtime import exported_model_path
+    from embedder.inference import prepare_checkpoint
     from embedder.transforms import build_pixel_transform, normalize_batch
 
     precision, preprocessing = config.embedder.precision, loaded.preprocessing
-    runtime = resolve_runtime(config.embedder.runtime, device, precision)
     # Folding (torch) or exporting (ONNX Runtime) makes a copy; the training network is not needed for queries.
     # The pool's threads do not spin between batches: the requests' own work needs the cores then.
-    model = prepare_model(loaded.model, device, runtime=runtime, image_size=preprocessing.image_size,
-                          saved_export=exported_model_path(config.artifacts, loaded.sha256, preprocessing.image_size),
-                          spinning=False)
+    model, runtime = prepare_checkpoint(loaded, device, config.embedder.runtime, precision, config.artifacts,
+                                        spinning=False)
     log.info("query embedder: %s, batches of up to %d, waiting %.1f ms, %d threads", runtime, config.app.max_batch,
              config.app.batch_wait_ms, torch.get_num_threads())
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import embedder.extract as extract
 import embedder.inference as inference
 from config import EmbedderConfig
 from embedder.checkpoint import provide_embedder
@@ -74,7 +73,7 @@ def test_a_compiled_run_sees_only_full_batches(tmp_path, monkeypatch):
 
         return forward
 
-    monkeypatch.setattr(extract, "prepare_model", fake_compile)
+    monkeypatch.setattr(inference, "prepare_model", fake_compile)
     padded = embed_catalog(catalog, loaded, tmp_path / "padded.h5", attributes, batch_size=4, workers=0,
                            precision="fp32", compile_model=True)
     assert shapes == [4, 4, 4] and padded.compiled and not eager.compiled
