@@ -42,6 +42,7 @@ class SearchQuery:
 
 def parse_search(request: Request, engine: SearchEngine, default_k: int, max_pixels: int) -> SearchQuery:
     """The search a request asks for: 400 (or 413 for too big an image, 404 for an unknown item) if it is unusable."""
+    image_body = is_image_body(request)
     if request.is_json:
         fields = request.get_json(silent=True)
         if not isinstance(fields, dict):
@@ -52,7 +53,7 @@ def parse_search(request: Request, engine: SearchEngine, default_k: int, max_pix
         if "item_id" not in fields:
             abort(400, 'the JSON body needs "item_id"; to search with a photo, send it as the body '
                        '(Content-Type image/...) or as the multipart field "image"')
-    elif is_image_body(request):
+    elif image_body:
         fields = request.args
     else:
         fields = request.form
@@ -61,15 +62,14 @@ def parse_search(request: Request, engine: SearchEngine, default_k: int, max_pix
         "offset": parse_whole(fields.get("offset"), "offset", 0, 0, MAX_OFFSET),
         "category": parse_category(fields.get("category"), engine),
     }
-    if is_image_body(request):
-        crop = parse_crop(fields)
+    upload = None if image_body or request.is_json else first_file(request.files.getlist("image"))
+    if not image_body and upload is None and fields.get("item_id") is not None:
+        return SearchQuery(item_id=parse_item_id(fields.get("item_id"), engine), **common)
+    crop = parse_crop(fields)
+    if image_body:
         image = read_image_body(request.get_data(cache=False), fields.get("filename") or "the uploaded image",
                                 request.mimetype, max_pixels, crop)
     else:
-        upload = first_file(request.files.getlist("image")) if not request.is_json else None
-        if upload is None and fields.get("item_id") is not None:
-            return SearchQuery(item_id=parse_item_id(fields.get("item_id"), engine), **common)
-        crop = parse_crop(fields)
         image = read_upload(upload, max_pixels, crop)
     return SearchQuery(image=image, crop=crop, preview=str(fields.get("preview", "")).lower() in TRUE, **common)
 
