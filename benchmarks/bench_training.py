@@ -1,9 +1,9 @@
-"""Training step throughput on the CPU: ResNet-50's convolutions as oneDNN runs them, and with 1×1 outputs as products.
+"""Training step throughput on the CPU: ResNet-50's convolutions as oneDNN runs them, and over the smallest maps as products.
 
 Both networks start from the same random weights and take the same P×K batch (Fashion-MNIST images
 when installed) through the training step `manage.py train` runs: triplet + classification loss,
-backward, AdamW. They take turns, best of --rounds. Then the three layers the shortcut changes at
-32 px, forward + backward alone, to show where the difference comes from.
+backward, AdamW. They take turns, best of --rounds. Then the layers the products change at 32 px,
+forward + backward alone, to show where the difference comes from.
 
     python -m benchmarks.bench_training [--rounds 3] [--classes 10] [--per-class 12]
 """
@@ -20,7 +20,7 @@ from config import Config, TrainConfig, load_config
 from embedder.checkpoint import catalog_preprocessing
 from embedder.dataset import CatalogImages
 from embedder.fashion_mnist import FashionMnistCatalog, has_fashion_mnist
-from embedder.single_pixel_convs import use_single_pixel_convs
+from embedder.small_map_convs import use_small_map_convs
 from embedder.train import Trainee, build_trainee, train_step
 from embedder.transforms import build_transform
 
@@ -55,10 +55,11 @@ def plain_convolutions(trainee: Trainee) -> Trainee:
 
 
 def layer_times(rounds: int, batch_size: int) -> list[tuple[str, float, float]]:
-    """Forward + backward ms of the convolutions with a 1×1 output at 32 px: plain, and as a product."""
+    """Forward + backward ms of the convolutions over 2×2 and 1×1 maps at 32 px: plain, and as a product."""
     rows = []
     # name, in and out channels, kernel, input size, stride
-    shapes = [("layer4.0.conv2: 512→512, 3×3 stride 2 on 2×2", 512, 512, 3, 2, 2),
+    shapes = [("layer3.1-5.conv2: 256→256, 3×3 on 2×2 (blocks)", 256, 256, 3, 2, 1),
+              ("layer4.0.conv2: 512→512, 3×3 stride 2 on 2×2", 512, 512, 3, 2, 2),
               ("layer4.1-2.conv2: 512→512, 3×3 on 1×1", 512, 512, 3, 1, 1),
               ("layer4.*.conv3: 512→2048, 1×1 on 1×1", 512, 2048, 1, 1, 1),
               ("layer4.0.downsample: 1024→2048, 1×1 stride 2 on 2×2", 1024, 2048, 1, 2, 2)]
@@ -66,7 +67,7 @@ def layer_times(rounds: int, batch_size: int) -> list[tuple[str, float, float]]:
         fast = torch.nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2,
                                bias=False).to(memory_format=torch.channels_last)
         plain = copy.deepcopy(fast)
-        use_single_pixel_convs(fast)
+        use_small_map_convs(fast)
         x = torch.randn(batch_size, in_channels, size, size).contiguous(memory_format=torch.channels_last)
         x.requires_grad_()
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
           f"best of {options.rounds}\n")
     print("| convolutions | ms per step | images/s | vs plain |")
     print("|---|---|---|---|")
-    for name, label in (("plain", "oneDNN for every convolution"), ("product", "1×1 outputs as one product (train)")):
+    for name, label in (("plain", "oneDNN for every convolution"), ("product", "small maps as products (train)")):
         print(f"| {label} | {1e3 * best[name]:.0f} | {len(labels) / best[name]:.1f} | {best['plain'] / best[name]:.2f} |")
     print("\n| layer (forward + backward) | oneDNN ms | product ms | ratio |")
     print("|---|---|---|---|")

@@ -32,7 +32,7 @@ from embedder.extract import embed_batch, resolve_device, resolve_workers
 from embedder.losses import NormalizedSoftmaxLoss, TripletLoss
 from embedder.model import EmbeddingNet
 from embedder.sampler import PKSampler
-from embedder.single_pixel_convs import use_single_pixel_convs
+from embedder.small_map_convs import use_small_map_convs
 from embedder.training_state import (
     TrainingLog,
     TrainState,
@@ -85,7 +85,7 @@ def build_trainee(config: Config, num_classes: int, device: str) -> Trainee:
     else:
         model, origin = create_embedder(config.embedder)
     freeze_trunk(model, config.train.freeze)
-    use_single_pixel_convs(model)
+    use_small_map_convs(model)
     model.to(device).to(memory_format=torch.channels_last).train()
     aux = None
     if config.train.aux_loss_weight > 0:
