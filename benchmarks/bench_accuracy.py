@@ -1,10 +1,14 @@
 """Fashion-MNIST kNN accuracy, side by side in one run: raw pixels, the untrained embedder, the trained one.
 
 Protocol: index = the 60,000 training images, queries = the 10,000 test images, k = index.k,
-similarity-weighted vote. Needs the trained artifacts of `make demo` (configs/demo.toml).
+similarity-weighted vote. Needs the trained artifacts of `make demo` (configs/demo.toml), or of the
+run in --artifacts (a directory `manage.py --set artifacts_dir=DIR` trained and indexed).
+
+    python -m benchmarks.bench_accuracy [--artifacts var/fashion-mnist]
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import tempfile
 import time
@@ -35,8 +39,12 @@ def untrained_embeddings(config, catalog, directory: Path) -> Path:
     return output
 
 
-def main() -> None:
-    config = load_config(CONFIG, env={})
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifacts", help="artifacts directory of the trained run (default: the demo's)")
+    options = parser.parse_args(argv if argv is not None else [])
+    overrides = {"artifacts_dir": options.artifacts} if options.artifacts else {}
+    config = load_config(CONFIG, env={}, overrides=overrides)
     trained_path = config.artifacts / "embeddings.h5"
     if not trained_path.is_file():
         print(f"\n## accuracy: skipped, {trained_path} is missing (run `make demo` first)")
@@ -63,3 +71,9 @@ def main() -> None:
     print(f"\n(the untrained embedder took {untrained_seconds:.0f} s to embed 70,000 images)")
     print("\nPer class, trained embedder:\n")
     print(evaluation_table(list(results.values())[-1]))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

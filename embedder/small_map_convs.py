@@ -106,25 +106,32 @@ class BlockProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pixels: torch.Tensor, weight: torch.Tensor, links: Links, in_pixels: int,  # noqa: ANN001
                 out_pixels: int) -> torch.Tensor:
+        # Autocast does not reach into a Function's own products: pick its precision here, as it would.
+        device = pixels.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else pixels.dtype
         out_channels, in_channels = weight.shape[:2]
         taps = weight.permute(2, 3, 1, 0)  # (kernel rows, kernel columns, in, out)
-        blocks = pixels.new_zeros(in_pixels, in_channels, out_pixels, out_channels)
+        blocks = pixels.new_zeros(in_pixels, in_channels, out_pixels, out_channels, dtype=dtype)
         for source, target, row, col in links:
             blocks[source, :, target, :] = taps[row, col]
         matrix = blocks.view(in_pixels * in_channels, out_pixels * out_channels)
-        ctx.save_for_backward(pixels, matrix)
+        pixels_in_dtype = pixels.to(dtype)
+        ctx.save_for_backward(pixels_in_dtype, matrix)
         ctx.links, ctx.blocks_shape, ctx.weight_shape = links, blocks.shape, weight.shape
-        return pixels @ matrix
+        ctx.dtypes = pixels.dtype, weight.dtype
+        return pixels_in_dtype @ matrix
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
         pixels, matrix = ctx.saved_tensors
-        grad_pixels = grad @ matrix.t() if ctx.needs_input_grad[0] else None
+        grad = grad.to(matrix.dtype)
+        pixels_dtype, weight_dtype = ctx.dtypes
+        grad_pixels = (grad @ matrix.t()).to(pixels_dtype) if ctx.needs_input_grad[0] else None
         grad_weight = None
         if ctx.needs_input_grad[1]:
             blocks = (pixels.t() @ grad).view(ctx.blocks_shape)
             out_channels, in_channels, rows, cols = ctx.weight_shape
-            taps = grad.new_zeros(rows, cols, in_channels, out_channels)
+            taps = grad.new_zeros(rows, cols, in_channels, out_channels, dtype=weight_dtype)
             for source, target, row, col in ctx.links:
                 taps[row, col] += blocks[source, :, target, :]
             grad_weight = taps.permute(3, 2, 0, 1)

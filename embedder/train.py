@@ -85,7 +85,9 @@ def build_trainee(config: Config, num_classes: int, device: str) -> Trainee:
     else:
         model, origin = create_embedder(config.embedder)
     freeze_trunk(model, config.train.freeze)
-    use_small_map_convs(model)
+    if device == "cpu":
+        # Measured on CPUs only (oneDNN's slow backward over tiny maps); GPUs keep cuDNN for every convolution.
+        use_small_map_convs(model)
     model.to(device).to(memory_format=torch.channels_last).train()
     aux = None
     if config.train.aux_loss_weight > 0:

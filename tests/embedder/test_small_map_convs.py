@@ -68,6 +68,20 @@ def test_channels_last_inputs_and_weights_as_in_training(stride):
     torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("input_size", [1, 2])
+def test_bfloat16_autocast_keeps_the_weight_gradient_in_float32(input_size):
+    plain, fast, x = _pair(dict(in_channels=8, out_channels=6, kernel_size=3, padding=1, bias=False),
+                           (4, 8, input_size, input_size))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, output = plain(x), fast(x)
+    assert output.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(output.float(), expected.float(), rtol=0.05, atol=0.05)
+    output.float().sum().backward()
+    assert fast.weight.grad.dtype == torch.float32
+    expected.float().sum().backward()
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=0.05, atol=0.1)
+
+
 def test_the_embedding_network_keeps_its_parameters_keys_and_outputs():
     torch.manual_seed(0)
     model = EmbeddingNet().eval()

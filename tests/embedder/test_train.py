@@ -33,6 +33,16 @@ def test_learning_rate_warms_up_then_decays_by_steps_or_time():
     assert training.learning_rate(train, 20, 10, 100) == pytest.approx(0.0)
 
 
+def test_cpu_training_computes_the_small_maps_as_products_and_other_devices_do_not():
+    from embedder.small_map_convs import SmallMapConv2d
+
+    config = small_config(".")
+    convolutions = [m for m in training.build_trainee(config, 3, "cpu").model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convolutions and all(type(m) is SmallMapConv2d for m in convolutions)
+    meta = training.build_trainee(config, 3, "meta").model.modules()
+    assert all(type(m) is torch.nn.Conv2d for m in meta if isinstance(m, torch.nn.Conv2d))
+
+
 def test_a_few_steps_lower_the_loss():
     torch.manual_seed(0)
     catalog = ColourCatalog(count=48)
