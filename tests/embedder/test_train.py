@@ -43,6 +43,13 @@ def test_cpu_training_computes_the_small_maps_as_products_and_other_devices_do_n
     assert all(type(m) is torch.nn.Conv2d for m in meta if isinstance(m, torch.nn.Conv2d))
 
 
+def test_the_curve_zooms_the_accuracy_axis_onto_the_validations():
+    from embedder.training_state import accuracy_axis_range
+
+    assert accuracy_axis_range([0.872, 0.919, 0.917]) == pytest.approx((0.822, 1.0))
+    assert accuracy_axis_range([0.02, 0.3]) == (0.0, 1.0)
+
+
 def test_a_few_steps_lower_the_loss():
     torch.manual_seed(0)
     catalog = ColourCatalog(count=48)
