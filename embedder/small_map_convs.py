@@ -32,24 +32,31 @@ class SmallMapConv2d(nn.Conv2d):
     input has no more pixels than its kernel has taps; otherwise as ``nn.Conv2d`` does."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Conv2d's own argument name
-        kind = self.product_kind(input.shape[-2], input.shape[-1])
+        kind, plan = self.plan(input.shape[-2], input.shape[-1])
         if kind == "single pixel":
-            return self.single_pixel_product(input, self.single_pixel_window(input.shape[-2], input.shape[-1]))
+            return self.single_pixel_product(input, plan)
         if kind == "blocks":
-            return self.block_product(input)
+            return self.block_product(input, plan)
         return super().forward(input)
 
     def product_kind(self, height: int, width: int) -> str | None:
         """"single pixel", "blocks", or None where oneDNN computes it (larger maps; grouped or dilated
         convolutions; padding other than zeros)."""
+        return self.plan(height, width)[0]
+
+    def plan(self, height: int, width: int) -> tuple[str | None, object]:
+        """The product for an input size and what it needs (the covered window, or the pixel links and
+        output size), worked out once per call."""
         if self.groups != 1 or self.dilation != (1, 1) or self.padding_mode != "zeros" or isinstance(self.padding, str):
-            return None  # the shortcuts' arithmetic covers plain convolutions only
-        if self.single_pixel_window(height, width) is not None:
-            return "single pixel"
-        _, out_height, out_width = pixel_links(height, width, self.kernel_size, self.stride, self.padding)
+            return None, None  # the shortcuts' arithmetic covers plain convolutions only
+        window = self.single_pixel_window(height, width)
+        if window is not None:
+            return "single pixel", window
+        links = pixel_links(height, width, self.kernel_size, self.stride, self.padding)
+        _, out_height, out_width = links
         if height * width <= self.kernel_size[0] * self.kernel_size[1] and out_height > 0 and out_width > 0:
-            return "blocks"
-        return None
+            return "blocks", links
+        return None, None
 
     def single_pixel_window(self, height: int, width: int) -> tuple[int, int] | None:
         """Rows and columns of input a plain convolution's single output pixel covers, or None when the
@@ -69,9 +76,9 @@ class SmallMapConv2d(nn.Conv2d):
         output = F.linear(covered, taps.reshape(self.out_channels, -1), self.bias)
         return output.reshape(input.shape[0], self.out_channels, 1, 1)
 
-    def block_product(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    def block_product(self, input: torch.Tensor, plan: tuple[Links, int, int]) -> torch.Tensor:  # noqa: A002
         batch, _, height, width = input.shape
-        links, out_height, out_width = pixel_links(height, width, self.kernel_size, self.stride, self.padding)
+        links, out_height, out_width = plan
         # Pixel-major rows (a view when the input is channels_last, as in training).
         pixels = input.permute(0, 2, 3, 1).reshape(batch, -1)
         output = BlockProduct.apply(pixels, self.weight, links, height * width, out_height * out_width)
