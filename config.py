@@ -221,7 +221,11 @@ class AppConfig:
     server: str = "auto"
     workers: int = 0
     threads: int = 8
-    # torch intra-op threads per worker; 0: the cores divided among the workers. workers × threads ≤ cores.
+    # gunicorn: one model process embeds every worker's queries, micro-batched together, with all the cores
+    # (search_app.model_server); false: each worker its own model on its share of the cores.
+    shared_model: bool = True
+    # torch intra-op threads of the model process (shared_model), else per worker; 0: all the cores, or the
+    # cores divided among the workers. workers × threads ≤ cores without a shared model.
     torch_threads: int = 0
     # Concurrent queries share one forward pass, up to max_batch images (1: one at a time); a batch waits
     # at most batch_wait_ms for queries already being received (a lone query never waits).
@@ -237,6 +241,8 @@ class AppConfig:
         _check_range("app.workers", self.workers, 0, 64)
         _check_range("app.threads", self.threads, 1, 256)
         _check_range("app.torch_threads", self.torch_threads, 0, 256)
+        if not isinstance(self.shared_model, bool):
+            raise ConfigError(f"app.shared_model: expected true or false, got {self.shared_model!r}")
         _check_range("app.max_batch", self.max_batch, 1, 256)
         _check_nonnegative("app.batch_wait_ms", self.batch_wait_ms)
         if self.batch_wait_ms > 1000:

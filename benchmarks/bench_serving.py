@@ -51,8 +51,11 @@ BODY, MULTIPART = "body", "multipart"
 LAYOUTS = {
     "batched": ["app.server=waitress", "app.max_batch=8"],
     "serial": ["app.server=waitress", "app.max_batch=1"],
-    # What serve --prod picks on 2 cores or more (workers from the cores), named for benchmarks on any machine.
+    # What serve --prod picks on 2 cores or more (workers from the cores, one model process for all of them),
+    # named for benchmarks on any machine.
     "gunicorn": ["app.server=gunicorn", "app.max_batch=8"],
+    # The same workers, each with a model of its own on its share of the cores.
+    "gunicorn_per_worker": ["app.server=gunicorn", "app.max_batch=8", "app.shared_model=false"],
 }
 
 

@@ -21,6 +21,7 @@ from indexer.knn import knn_vote, top_classes
 from search_app.filtering import CategorySearch, without_row
 from search_app.items import ItemTable, display_image, encode_jpeg
 from search_app.captioning import CaptionMaker
+from search_app.model_client import ModelAddress, ModelUnavailable, RemoteQuerySearcher
 from search_app.query_search import Found, QueryEmbedder, QuerySearcher
 from search_app.results import Neighbour, Prediction, SearchResult
 
@@ -44,7 +45,7 @@ class SearchEngine:
 
     def __init__(
         self,
-        embed_image: Callable[[Image.Image], np.ndarray] | QueryEmbedder,
+        embed_image: Callable[[Image.Image], np.ndarray] | QueryEmbedder | RemoteQuerySearcher,
         index: faiss.Index,
         items: ItemTable,
         class_names: Sequence[str],
@@ -60,7 +61,8 @@ class SearchEngine:
         vectors: np.ndarray | None = None,
     ) -> None:
         """``embed_image`` is an Image -> vector function, or a QueryEmbedder that embeds many prepared images
-        in one pass; concurrent queries then share up to ``max_batch`` passes and index scans. ``vectors``
+        in one pass; concurrent queries then share up to ``max_batch`` passes and index scans; or a model
+        process's RemoteQuerySearcher, which embeds, batches and scans there. ``vectors``
         (N x D, the embeddings file's) are what "more like this" searches with; without them the index
         must give its vectors back (flat indexes do; IVF, HNSW-with-ids and GPU indexes do not)."""
         if index.ntotal != len(items):
@@ -88,9 +90,13 @@ class SearchEngine:
         self._by_category = CategorySearch(index, items.label, len(self.class_names))
         # The app answers requests on several threads; faiss GPU indexes must not be searched concurrently.
         self._search_lock = threading.Lock()
-        if not isinstance(embed_image, QueryEmbedder):
-            embed_image = QueryEmbedder.one_image_at_a_time(embed_image)
-        self.queries = QuerySearcher(embed_image, index, self._search_lock, max_batch, batch_wait_ms / 1e3)
+        self.queries: QuerySearcher | RemoteQuerySearcher
+        if isinstance(embed_image, RemoteQuerySearcher):
+            self.queries = embed_image
+        else:
+            if not isinstance(embed_image, QueryEmbedder):
+                embed_image = QueryEmbedder.one_image_at_a_time(embed_image)
+            self.queries = QuerySearcher(embed_image, index, self._search_lock, max_batch, batch_wait_ms / 1e3)
 
     @property
     def count(self) -> int:
@@ -206,7 +212,7 @@ class SearchEngine:
 
     def incoming_query(self, with_image: bool) -> contextlib.AbstractContextManager:
         """Wrap the handling of a request that will embed an image, so a micro-batch can wait for it."""
-        return self.queries.batcher.incoming() if with_image else contextlib.nullcontext()
+        return self.queries.incoming() if with_image else contextlib.nullcontext()
 
     def row_of(self, item_id: str) -> int:
         """The index row of an item id; KeyError for ids not in the catalog."""
@@ -222,9 +228,16 @@ class SearchEngine:
 
     def health(self) -> dict[str, Any]:
         """What a monitor needs to know: is everything loaded, and what is being served."""
+        try:
+            batching = self.queries.stats()
+            model_loaded = True
+        except ModelUnavailable as error:  # the shared model process is restarting
+            batching, model_loaded = {"error": str(error)}, False
+        problem = {} if model_loaded else {"error": "the model process is restarting; searches with a photo wait for it"}
         return {
-            "status": "ok",
-            "model_loaded": True,
+            **problem,
+            "status": "ok" if model_loaded else "unavailable",
+            "model_loaded": model_loaded,
             "model_name": self.model_name,
             "index_loaded": self.index is not None and self.index.ntotal > 0,
             "items": self.count,
@@ -233,11 +246,11 @@ class SearchEngine:
             "catalog_kind": self.catalog_kind,
             "has_titles": self.has_titles,
             "caption_method": self.captions.method,
-            "runtime": self.queries.embedder.runtime,
+            "runtime": self.queries.runtime,
             "embedding_size": int(self.index.d),
             "metric": self.metric,
             "k": self.k,
-            "batching": self.queries.stats(),
+            "batching": batching,
         }
 
     def close(self) -> None:
@@ -245,41 +258,75 @@ class SearchEngine:
         self.queries.close()
 
     @classmethod
-    def from_artifacts(cls, config: Config) -> SearchEngine:
-        """The engine for config's artifacts: embeddings.h5, index.faiss, the checkpoint they name, the catalog."""
-        embeddings_path, index_path = config.artifacts / "embeddings.h5", config.artifacts / "index.faiss"
-        missing = [str(path) for path in (embeddings_path, index_path) if not path.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{' and '.join(missing)} not found; {REBUILD_HINT} "
-                                    f"(with the same configuration, so the artifacts land in {config.artifacts})")
-        # search_app needs torch only here and in the helpers below: the app imports light, tests need no model.
-        from embedder.extract import resolve_device
+    def from_artifacts(cls, config: Config, model: ModelAddress | None = None) -> SearchEngine:
+        """The engine for config's artifacts: embeddings.h5, index.faiss, the checkpoint they name, the catalog.
 
+        With ``model``, queries are embedded and scanned by that model process (search_app.model_server),
+        shared by every worker of `serve --prod`, and this process loads no embedding network."""
+        embeddings_path, index_path = artifact_paths(config)
         stored = read_embeddings(embeddings_path)
-        device = resolve_device(config.embedder.device)
-        loaded = _load_matching_checkpoint(stored, config.artifacts / CHECKPOINT_NAME, device)
         index = load_index(index_path, embeddings_path, config.index.gpu)
-        if config.app.torch_threads:
-            _limit_threads(config.app.torch_threads)
+        device = query_device(config)
+        queries: QueryEmbedder | RemoteQuerySearcher
+        if model is None:
+            if config.app.torch_threads:
+                limit_threads(config.app.torch_threads)
+            queries = load_query_embedder(config, stored, index, device)
+        else:
+            # The model process embeds and scans; what is left here (preparing images, a category's or "more
+            # like this" scans) is a thread's work between the model's passes.
+            limit_threads(1)
+            queries = RemoteQuerySearcher.connect(model, index.d, pixel_transform)
         load_item_image = _catalog_image_loader(config, stored)
-        query_embedder = _query_embedder(loaded, device, config)
-        # One query at start-up: the first shopper does not wait for the warm-up, and a model that
-        # does not fit the index is found now rather than on every request.
-        probe = query_embedder.embed_one(Image.new("RGB", (64, 64), "white"))
-        if probe.shape != (1, index.d):
-            raise EmbeddingsFileError(f"the checkpoint makes vectors of dimension {probe.shape[1]} but {index_path} "
-                                      f"holds vectors of dimension {index.d}; re-run `python manage.py build-index`")
-        log.info("serving %d %s items with %s (checkpoint %s) on %s", stored.count, stored.catalog_kind,
-                 stored.model_name, stored.checkpoint_sha256[:12], device)
         return cls(
-            query_embedder, index, ItemTable.from_embeddings(stored), stored.class_names, load_item_image,
+            queries, index, ItemTable.from_embeddings(stored), stored.class_names, load_item_image,
             has_titles=stored.has_titles, k=config.index.k, catalog_kind=stored.catalog_kind,
             model_name=stored.model_name, max_batch=config.app.max_batch, batch_wait_ms=config.app.batch_wait_ms,
             captions=_caption_maker(config, stored, device), vectors=stored.embeddings,
         )
 
 
-def _limit_threads(threads: int) -> None:
+def artifact_paths(config: Config) -> tuple[Path, Path]:
+    """embeddings.h5 and index.faiss in config's artifacts; FileNotFoundError naming what is missing."""
+    embeddings_path, index_path = config.artifacts / "embeddings.h5", config.artifacts / "index.faiss"
+    missing = [str(path) for path in (embeddings_path, index_path) if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{' and '.join(missing)} not found; {REBUILD_HINT} "
+                                f"(with the same configuration, so the artifacts land in {config.artifacts})")
+    return embeddings_path, index_path
+
+
+def query_device(config: Config) -> str:
+    """Where queries are embedded: config.embedder.device resolved ("auto": a GPU when there is one)."""
+    # search_app needs torch only here and in the helpers below: the app imports light, tests need no model.
+    from embedder.extract import resolve_device
+
+    return resolve_device(config.embedder.device)
+
+
+def pixel_transform(preprocessing: Any) -> Callable[[Image.Image], Any]:
+    """A query image -> its 3×S×S uint8 pixels, as the checkpoint's Preprocessing says (before normalising)."""
+    from embedder.transforms import build_pixel_transform
+
+    return build_pixel_transform(preprocessing)
+
+
+def load_query_embedder(config: Config, stored: EmbeddingsFile, index: faiss.Index, device: str) -> QueryEmbedder:
+    """The embedder of the checkpoint that made ``stored``, ready for queries and checked against ``index``."""
+    loaded = _load_matching_checkpoint(stored, config.artifacts / CHECKPOINT_NAME, device)
+    query_embedder = _query_embedder(loaded, device, config)
+    # One query at start-up: the first shopper does not wait for the warm-up, and a model that
+    # does not fit the index is found now rather than on every request.
+    probe = query_embedder.embed_one(Image.new("RGB", (64, 64), "white"))
+    if probe.shape != (1, index.d):
+        raise EmbeddingsFileError(f"the checkpoint makes vectors of dimension {probe.shape[1]} but the index "
+                                  f"holds vectors of dimension {index.d}; re-run `python manage.py build-index`")
+    log.info("serving %d %s items with %s (checkpoint %s) on %s", stored.count, stored.catalog_kind,
+             stored.model_name, stored.checkpoint_sha256[:12], device)
+    return query_embedder
+
+
+def limit_threads(threads: int) -> None:
     """Process-wide: serve --prod sets it per worker so that workers × threads never exceed the cores.
     The forward passes (torch) and the index scans between them (faiss, its own OpenMP) share them."""
     import torch
@@ -308,10 +355,12 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> Quer
     def embed(pixels: Sequence[torch.Tensor]) -> np.ndarray:
         # Normalising a whole batch at once: per image, torch's threads woke for each small tensor, and
         # the request threads, which prepare images holding the GIL, spent 0.74 rather than 0.39 ms a query.
-        batch = normalize_batch(torch.stack(list(pixels)).to(device), preprocessing)
+        # Pixels prepared here are tensors; a model process receives its workers' as numpy arrays.
+        batch = normalize_batch(torch.stack([torch.as_tensor(p) for p in pixels]).to(device), preprocessing)
         return embed_batch(model, batch, device, precision)
 
-    return QueryEmbedder(prepare=build_pixel_transform(preprocessing), embed=embed, runtime=runtime)
+    return QueryEmbedder(prepare=build_pixel_transform(preprocessing), embed=embed, runtime=runtime,
+                         preprocessing=preprocessing)
 
 
 def _caption_maker(config: Config, stored: EmbeddingsFile, device: str) -> CaptionMaker:

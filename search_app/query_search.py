@@ -7,6 +7,7 @@ left the server at a quarter of the model's batched throughput (benchmarks/bench
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ class QueryEmbedder:
     embed: Callable[[Sequence[Any]], np.ndarray]
     # What runs the network ("onnxruntime", "torch"), for /healthz.
     runtime: str = "python"
+    # The checkpoint's Preprocessing that ``prepare`` follows, when there is one (a model process sends it to workers).
+    preprocessing: Any = None
 
     @classmethod
     def one_image_at_a_time(cls, embed_image: Callable[[Image.Image], np.ndarray]) -> QueryEmbedder:
@@ -60,11 +63,24 @@ class QuerySearcher:
         """The batcher's counts, and the seconds its batches spent embedding and scanning the index."""
         return {**self.batcher.stats(), "embed_seconds": round(self.embed_s, 3), "scan_seconds": round(self.scan_s, 3)}
 
+    @property
+    def runtime(self) -> str:
+        """What runs the network, for /healthz."""
+        return self.embedder.runtime
+
+    def incoming(self) -> contextlib.AbstractContextManager:
+        """Wrap the handling of a request that will search with an image, so a micro-batch can wait for it."""
+        return self.batcher.incoming()
+
     def search(self, image: Image.Image, depth: int) -> Found:
         """The query's vector and its ``depth`` nearest rows; ValueError when the vector does not fit the index."""
+        return self.search_prepared(self.embedder.prepare(image), depth)
+
+    def search_prepared(self, prepared: Any, depth: int) -> Found:
+        """search() for an image already through ``embedder.prepare`` (by a worker of the model process)."""
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
-        return self.batcher.submit((self.embedder.prepare(image), depth))
+        return self.batcher.submit((prepared, depth))
 
     def embed(self, image: Image.Image) -> np.ndarray:
         """The query's vector alone (1-d), outside the batches: for start-up checks and measurements."""

@@ -1,8 +1,11 @@
 """`serve --prod`: the app under a production WSGI server, laid out for CPU inference.
 
-Every worker process loads the model and index once (the app factory runs in the worker), sets
-torch's intra-op threads so that workers × torch threads never exceed the cores, and funnels its
-request threads' queries through one micro-batching model thread (search_app.batching).
+Under gunicorn (the default on 2 cores or more), one model process embeds and scans the queries of
+every worker, micro-batched together, with all the cores (search_app.model_server); each worker
+loads the index and catalog once (the app factory runs in the worker) and does the requests' own work.
+Without the shared model (app.shared_model = false), and under waitress, each process loads the model
+too, sets torch's intra-op threads so that workers × torch threads never exceed the cores, and funnels
+its request threads' queries through one micro-batching model thread (search_app.batching).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 from config import AppConfig, Config, ConfigError
+from search_app.model_client import ModelAddress
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +25,20 @@ class ServingLayout:
     """How a production server spreads work over the machine."""
 
     server: str
-    workers: int  # processes, each with its own model
+    workers: int  # request-handling processes
     threads: int  # request threads per worker
-    torch_threads: int  # intra-op threads per worker
+    torch_threads: int  # intra-op threads of the shared model process, else of each worker's model
     max_batch: int
     batch_wait_ms: float
+    shared_model: bool = False  # one model process for all workers (gunicorn only)
 
     def describe(self) -> str:
         """One line for the log and the terminal."""
         batching = (f"micro-batches of up to {self.max_batch} (waiting {self.batch_wait_ms:g} ms)"
                     if self.max_batch > 1 else "one query at a time")
-        return (f"{self.server}: {self.workers} worker(s) × {self.threads} request threads, "
-                f"{self.torch_threads} torch thread(s) per worker, {batching}")
+        model = (f"one model process with {self.torch_threads} torch thread(s) for all workers" if self.shared_model
+                 else f"{self.torch_threads} torch thread(s) per worker")
+        return f"{self.server}: {self.workers} worker(s) × {self.threads} request threads, {model}, {batching}"
 
 
 # Torch threads per gunicorn worker on machines with many cores. Not measured (these machines have 2
@@ -47,9 +53,10 @@ def resolve_layout(app: AppConfig, cores: int, gunicorn_runs: bool = os.name == 
     """The layout app asks for on a machine with this many cores; ConfigError when it would oversubscribe them.
 
     With app.server and app.workers left to "auto" and 0: gunicorn where it runs (not on Windows) with
-    2 workers or more, cores ÷ 4 on big machines, each with cores ÷ workers torch threads; waitress,
-    one process, on a single core. On 2 cores, 2 gunicorn workers × 1 torch thread served 8 clients as
-    fast as waitress's one process with micro-batches of 8 (`python -m benchmarks.bench_serving`, README);
+    2 workers or more, cores ÷ 4 on big machines; waitress, one process, on a single core. Under gunicorn
+    the shared model process takes every core (app.torch_threads: fewer); without it, each worker's model
+    takes cores ÷ workers. On 2 cores, the shared model served 8 clients faster than 2 workers with a
+    model each, and a lone query as fast as one process (`python -m benchmarks.bench_serving`, README);
     more workers overlap more requests' Python work on bigger machines, and gunicorn restarts dead workers.
     """
     server = app.server
@@ -61,22 +68,28 @@ def resolve_layout(app: AppConfig, cores: int, gunicorn_runs: bool = os.name == 
     if server == "waitress" and app.workers > 1:
         raise ConfigError(f"app.workers: waitress serves from one process, got {app.workers}; gunicorn does "
                           "not run on this platform")
+    shared_model = server == "gunicorn" and app.shared_model
     workers = app.workers
     if not workers:
         if server == "waitress":
             workers = 1
-        elif app.torch_threads:
+        elif app.torch_threads and not shared_model:
             workers = max(1, min(MAX_AUTO_WORKERS, cores // app.torch_threads))
         else:
             workers = max(min(2, cores), min(MAX_AUTO_WORKERS, cores // THREADS_PER_WORKER))
-    torch_threads = app.torch_threads or max(1, cores // workers)
-    if workers * torch_threads > cores:
-        raise ConfigError(
-            f"app.workers × app.torch_threads = {workers} × {torch_threads} = {workers * torch_threads} "
-            f"is more than the {cores} CPU cores; lower app.workers or app.torch_threads (torch threads competing "
-            "for cores make every query many times slower)"
-        )
-    return ServingLayout(server, workers, app.threads, torch_threads, app.max_batch, app.batch_wait_ms)
+    if shared_model:
+        torch_threads = app.torch_threads or cores
+        if torch_threads > cores:
+            raise ConfigError(f"app.torch_threads = {torch_threads} is more than the {cores} CPU cores; lower it")
+    else:
+        torch_threads = app.torch_threads or max(1, cores // workers)
+        if workers * torch_threads > cores:
+            raise ConfigError(
+                f"app.workers × app.torch_threads = {workers} × {torch_threads} = {workers * torch_threads} "
+                f"is more than the {cores} CPU cores; lower app.workers or app.torch_threads (torch threads competing "
+                "for cores make every query many times slower), or set app.shared_model = true"
+            )
+    return ServingLayout(server, workers, app.threads, torch_threads, app.max_batch, app.batch_wait_ms, shared_model)
 
 
 def usable_cores() -> int:
@@ -114,9 +127,21 @@ def _serve_waitress(config: Config, layout: ServingLayout, host: str, port: int)
 
 
 def _serve_gunicorn(config: Config, layout: ServingLayout, host: str, port: int) -> None:
+    if not layout.shared_model:
+        _run_gunicorn(config, layout, host, port)
+        return
+    from search_app.model_server import ModelProcess
+
+    # Started and loaded before any worker, so that a model that cannot load stops the server with its reason.
+    with ModelProcess(config, layout.torch_threads) as model:
+        _run_gunicorn(config, layout, host, port, model.address)
+
+
+def _run_gunicorn(config: Config, layout: ServingLayout, host: str, port: int, model: ModelAddress | None = None) -> None:
     from gunicorn.app.base import BaseApplication
 
     from search_app import create_app
+    from search_app.engine import SearchEngine
 
     class LookbookGunicorn(BaseApplication):
         """Gunicorn with its settings from the layout, and the app built in each worker after the fork."""
@@ -136,6 +161,8 @@ def _serve_gunicorn(config: Config, layout: ServingLayout, host: str, port: int)
                 self.cfg.set(key, value)
 
         def load(self):
-            return create_app(config)
+            if model is None:
+                return create_app(config)
+            return create_app(config, SearchEngine.from_artifacts(config, model))
 
     LookbookGunicorn().run()

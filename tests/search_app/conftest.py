@@ -161,6 +161,12 @@ def waitress_prod_server(sample_artifacts, tmp_path_factory):
     yield from _served(sample_artifacts, tmp_path_factory, ("app.server=waitress",))
 
 
+@pytest.fixture(scope="session")
+def per_worker_prod_server(sample_artifacts, tmp_path_factory):
+    """gunicorn without the shared model process: each worker loads the model itself."""
+    yield from _served(sample_artifacts, tmp_path_factory, ("app.server=gunicorn", "app.shared_model=false"))
+
+
 def _served(sample_artifacts: list[str], tmp_path_factory, settings: tuple[str, ...]):
     from benchmarks.server_process import free_port, start_server, stop_server
 

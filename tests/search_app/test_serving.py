@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -18,26 +21,37 @@ from search_app.serving import resolve_layout
 @pytest.mark.parametrize(
     "settings, cores, gunicorn_runs, expected",
     [
-        ({}, 2, True, ("gunicorn", 2, 8, 1)),
-        ({}, 8, True, ("gunicorn", 2, 8, 4)),
-        ({}, 16, True, ("gunicorn", 4, 8, 4)),
-        ({}, 256, True, ("gunicorn", 8, 8, 32)),
-        ({}, 1, True, ("waitress", 1, 8, 1)),
-        ({}, 2, False, ("waitress", 1, 8, 2)),
-        ({"server": "waitress"}, 16, True, ("waitress", 1, 8, 16)),
-        ({"server": "waitress", "torch_threads": 1}, 2, True, ("waitress", 1, 8, 1)),
-        ({"server": "gunicorn"}, 1, True, ("gunicorn", 1, 8, 1)),
-        ({"server": "gunicorn", "workers": 4, "threads": 2}, 16, True, ("gunicorn", 4, 2, 4)),
-        ({"torch_threads": 2}, 2, True, ("gunicorn", 1, 8, 2)),
-        ({"torch_threads": 3}, 16, True, ("gunicorn", 5, 8, 3)),
-        ({"workers": 3}, 6, True, ("gunicorn", 3, 8, 2)),
+        # gunicorn's workers share one model process, which gets every core (or app.torch_threads).
+        ({}, 2, True, ("gunicorn", 2, 8, 2, True)),
+        ({}, 8, True, ("gunicorn", 2, 8, 8, True)),
+        ({}, 16, True, ("gunicorn", 4, 8, 16, True)),
+        ({}, 256, True, ("gunicorn", 8, 8, 256, True)),
+        ({"server": "gunicorn"}, 1, True, ("gunicorn", 1, 8, 1, True)),
+        ({"torch_threads": 2}, 16, True, ("gunicorn", 4, 8, 2, True)),
+        ({"workers": 3}, 2, True, ("gunicorn", 3, 8, 2, True)),
+        # One process: its own model.
+        ({}, 1, True, ("waitress", 1, 8, 1, False)),
+        ({}, 2, False, ("waitress", 1, 8, 2, False)),
+        ({"server": "waitress"}, 16, True, ("waitress", 1, 8, 16, False)),
+        ({"server": "waitress", "torch_threads": 1}, 2, True, ("waitress", 1, 8, 1, False)),
+        # A model per worker: the cores divided among them.
+        ({"shared_model": False}, 2, True, ("gunicorn", 2, 8, 1, False)),
+        ({"shared_model": False}, 8, True, ("gunicorn", 2, 8, 4, False)),
+        ({"shared_model": False}, 16, True, ("gunicorn", 4, 8, 4, False)),
+        ({"shared_model": False}, 256, True, ("gunicorn", 8, 8, 32, False)),
+        ({"shared_model": False, "server": "gunicorn", "workers": 4, "threads": 2}, 16, True, ("gunicorn", 4, 2, 4, False)),
+        ({"shared_model": False, "torch_threads": 2}, 2, True, ("gunicorn", 1, 8, 2, False)),
+        ({"shared_model": False, "torch_threads": 3}, 16, True, ("gunicorn", 5, 8, 3, False)),
+        ({"shared_model": False, "workers": 3}, 6, True, ("gunicorn", 3, 8, 2, False)),
     ],
 )
 def test_the_layout_never_gives_torch_more_threads_than_cores(settings, cores, gunicorn_runs, expected):
     layout = resolve_layout(AppConfig(**settings), cores, gunicorn_runs)
-    assert (layout.server, layout.workers, layout.threads, layout.torch_threads) == expected
-    assert layout.workers * layout.torch_threads <= cores
+    assert (layout.server, layout.workers, layout.threads, layout.torch_threads, layout.shared_model) == expected
+    # Every model's threads together: the shared one's, or each worker's.
+    assert (layout.torch_threads if layout.shared_model else layout.workers * layout.torch_threads) <= cores
     assert layout.server in layout.describe() and f"{layout.torch_threads} torch thread" in layout.describe()
+    assert ("one model process" in layout.describe()) == layout.shared_model
 
 
 @pytest.mark.parametrize(
@@ -47,7 +61,12 @@ def test_the_layout_never_gives_torch_more_threads_than_cores(settings, cores, g
 )
 def test_an_oversubscribed_layout_is_a_config_error_naming_the_keys(settings, cores):
     with pytest.raises(ConfigError, match=rf"app\.workers × app\.torch_threads = .* is more than the {cores} CPU core"):
-        resolve_layout(AppConfig(**settings), cores)
+        resolve_layout(AppConfig(**settings, shared_model=False), cores)
+
+
+def test_a_shared_model_with_more_threads_than_cores_is_a_config_error():
+    with pytest.raises(ConfigError, match="app.torch_threads = 4 is more than the 2 CPU cores"):
+        resolve_layout(AppConfig(torch_threads=4), 2, gunicorn_runs=True)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +90,7 @@ def test_where_gunicorn_cannot_run_asking_for_it_is_a_config_error(settings, mes
         ({"app.batch_wait_ms": "-1"}, "app.batch_wait_ms"),
         ({"app.batch_wait_ms": "5000"}, "app.batch_wait_ms: 5000.0 must be at most 1000"),
         ({"app.torch_threads": "many"}, "app.torch_threads: expected an integer"),
+        ({"app.shared_model": "maybe"}, "app.shared_model: expected true or false, got 'maybe'"),
     ],
 )
 def test_bad_serving_settings_name_the_key(overrides, message):
@@ -108,7 +128,7 @@ def photo(colour: tuple[int, int, int]) -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("server", ["prod_server", "waitress_prod_server"])
+@pytest.mark.parametrize("server", ["prod_server", "waitress_prod_server", "per_worker_prod_server"])
 def test_the_production_server_answers_concurrent_searches_and_bad_input(request, server):
     prod_server = request.getfixturevalue(server)
     with urllib.request.urlopen(prod_server + "/healthz", timeout=10) as response:
@@ -148,6 +168,47 @@ def test_the_production_server_answers_concurrent_searches_and_bad_input(request
         urllib.request.urlopen(prod_server + "/api/items/..%2F..%2Fmanage.py/image", timeout=10)
     assert caught.value.code == 404
     assert post(prod_server + "/api/search", *multipart(photo((30, 30, 200))))[0] == 200
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+@pytest.mark.slow
+def test_when_the_model_process_dies_searches_get_503_until_it_is_back(sample_artifacts, tmp_path):
+    from benchmarks.server_process import free_port, start_server, stop_server
+
+    port = free_port()
+    server = start_server(sample_artifacts, port, tmp_path / "serve.log", ("app.server=gunicorn",))
+    base, search = f"http://127.0.0.1:{port}", lambda: post(f"{base}/api/search", *multipart(photo((200, 30, 30))))
+    try:
+        status, health = get_json(base + "/healthz")
+        first_model = health["batching"]["model_pid"]
+        assert status == 200 and health["batching"]["model_process"] and search()[0] == 200
+        os.kill(first_model, signal.SIGKILL)
+        status, answer = search()
+        assert status == 503 and "the search model is not available right now" in answer["error"]
+        status, health = get_json(base + "/healthz")
+        assert status == 503 and health["status"] == "unavailable" and not health["model_loaded"]
+        assert "restarting" in health["error"]
+        # The server starts the model process again; the workers' next queries reach it.
+        deadline = time.monotonic() + 120
+        while search()[0] != 200:
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        status, health = get_json(base + "/healthz")
+        assert status == 200 and health["batching"]["model_pid"] not in (first_model, None)
+    finally:
+        stop_server(server)
+    log = (tmp_path / "serve.log").read_text()
+    assert f"the model process {first_model} exited" in log
+    # Stopping the server stopped its model process too.
+    with pytest.raises(ProcessLookupError):
+        os.kill(health["batching"]["model_pid"], 0)
 
 
 @pytest.mark.parametrize(("operator_setting", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
