@@ -15,6 +15,7 @@ import os
 import pickle
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -235,7 +236,10 @@ class ModelServer:
         self.listener.close()
         with self._lock:
             for connection in self._connections:
-                connection.close()
+                # Shut down, not closed under the thread reading it: its recv() ends with EOF and it closes it.
+                with contextlib.suppress(OSError), socket.fromfd(connection.fileno(), socket.AF_UNIX,
+                                                                socket.SOCK_STREAM) as duplicate:
+                    duplicate.shutdown(socket.SHUT_RDWR)
 
     def answer(self, connection: Connection) -> None:
         """Answer one connection's messages in order until it closes."""
