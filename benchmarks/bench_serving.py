@@ -8,7 +8,7 @@ per batch, which also holds the requests' own work: upload parsing, decoding, an
 Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them, else a generated
 sample catalog embedded with random weights (the model's cost is the same either way).
 
-    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn-multipart,batched,serial]
+    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn_per_worker,batched,serial]
 """
 from __future__ import annotations
 
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts (default 1,8)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run (default 10)")
-    parser.add_argument("--layouts", default="gunicorn,batched",
+    parser.add_argument("--layouts", default="gunicorn,gunicorn_per_worker,batched",
                         help=f"among {', '.join(LAYOUTS)}, each also with -ivf or -flat (that index over the same "
                              "vectors), -torch (embedding with torch) and -multipart (photos sent as forms)")
     parser.add_argument("--image-size", type=int, default=32, help="for a generated catalog (default 32)")
@@ -372,7 +372,8 @@ def batch_times(before: dict, after: dict, seconds: float) -> str:
 
 
 def mean_batch(before: dict, after: dict) -> str:
-    """The mean micro-batch size between two /healthz readings (of one worker, under gunicorn)."""
+    """The mean micro-batch size between two /healthz readings (the model process's under gunicorn; one
+    worker's with a model per worker)."""
     batches = after.get("batches", 0) - before.get("batches", 0)
     return f"{(after.get('items', 0) - before.get('items', 0)) / batches:.2f}" if batches > 0 else "-"
 
