@@ -265,8 +265,11 @@ class SearchEngine:
         shared by every worker of `serve --prod`, and this process loads no embedding network."""
         embeddings_path, index_path = artifact_paths(config)
         stored = read_embeddings(embeddings_path)
-        index = load_index(index_path, embeddings_path, config.index.gpu)
-        device = query_device(config)
+        # With a model process, only it scans on a GPU: a worker's few scans (a category, "more like this")
+        # do not need a CUDA context and GPU copy of the index in every worker.
+        index = load_index(index_path, embeddings_path, config.index.gpu if model is None else "off")
+        # Likewise the caption annotator (a small GRU) runs on the worker's CPU then.
+        device = query_device(config) if model is None else "cpu"
         queries: QueryEmbedder | RemoteQuerySearcher
         if model is None:
             if config.app.torch_threads:
