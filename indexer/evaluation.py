@@ -16,7 +16,8 @@ import numpy as np
 from indexer import metrics
 from indexer.embeddings_file import EmbeddingsFile
 from indexer.index import build_index, search
-from indexer.knn import describe_weighting, exclude_self, knn_vote, top_classes
+from indexer.class_nearest import nearest_by_class
+from indexer.knn import describe_weighting, exclude_self, knn_vote, rank_classes, top_classes
 from indexer.map_at_r import map_at_r_per_query
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 TOP_N = 5
 # Per-class and averaged metrics, in report order.
 METRICS = ("top1", "top3", "top5", "precision_at_k", "recall_at_k", "map_at_r")
+# How top-1/3/5 rank the classes (the protocol says it in every report).
+CLASS_RANKING = ("by the k neighbours' weighted vote; classes without a vote after, by their nearest index item")
 CONFUSED_PAIRS = 10
 LEAVE_ONE_OUT = "leave-one-out"
 
@@ -146,24 +149,29 @@ def query_neighbours(
 
 
 def _predict(
-    D: np.ndarray, I: np.ndarray, labels: np.ndarray, num_classes: int, metric: str
+    D: np.ndarray, I: np.ndarray, labels: np.ndarray, num_classes: int, metric: str,
+    nearest: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The TOP_N best classes per query and their vote scores. With ``nearest`` (indexer.class_nearest), the
+    classes without a vote follow the voted ones, nearest item first; without, they are no prediction (-1)."""
     scores = knn_vote(D, I, labels, num_classes, metric)
+    if nearest is not None:
+        return rank_classes(scores, nearest, TOP_N)
     predictions, prediction_scores = top_classes(scores, TOP_N)
-    # A class that got no vote is not a prediction, even if it sorts into the top five.
     predictions[prediction_scores <= 0] = -1
     return predictions, prediction_scores
 
 
 def accuracy_by_k(
     D: np.ndarray, I: np.ndarray, labels: np.ndarray, query_labels: np.ndarray, ks: list[int], num_classes: int,
-    metric: str = "ip",
+    metric: str = "ip", nearest: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
-    """Top-1 / top-5 (micro and macro), precision@k and recall@k for each k, voting on the first k columns."""
+    """Top-1 / top-5 (micro and macro), precision@k and recall@k for each k, voting on the first k columns
+    (the classes without a vote ranked by ``nearest``, as in _predict)."""
     rows = []
     relevant = metrics.relevance(metrics.neighbour_labels(I, labels), query_labels)
     for k in ks:
-        predictions, _ = _predict(D[:, :k], I[:, :k], labels, num_classes, metric)
+        predictions, _ = _predict(D[:, :k], I[:, :k], labels, num_classes, metric, nearest)
         hit1 = metrics.top_n_hits(predictions, query_labels, 1)
         hit5 = metrics.top_n_hits(predictions, query_labels, 5)
         rows.append({
@@ -215,6 +223,7 @@ def _protocol(vectors, query_rows, index_rows, query_splits, index_splits, k, me
         "k": k,
         "metric": metric,
         "weighting": describe_weighting(metric),
+        "class_ranking": CLASS_RANKING,
         "self_matches_excluded": bool(np.isin(query_rows, index_rows).any()),
         "queries": int(query_rows.size),
         "index_items": int(index_rows.size),
@@ -259,18 +268,25 @@ def evaluate_knn(
 
     started = time.perf_counter()
     num_classes, labels = len(vectors.class_names), vectors.label[query_rows]
-    predictions, prediction_scores = _predict(D[:, :k], I[:, :k], vectors.label, num_classes, metric)
+    # Each query's own row in the index, if it is there (leave-one-out): never its own neighbour.
+    positions = np.minimum(np.searchsorted(index_rows, query_rows), index_rows.size - 1)
+    self_positions = np.where(index_rows[positions] == query_rows, positions, -1)
+    # Top-n ranks every class: those the k neighbours voted for, then the others by their nearest item.
+    nearest = nearest_by_class(vectors.embeddings[query_rows], vectors.embeddings[index_rows],
+                               vectors.label[index_rows], num_classes, metric, self_positions)
+    timings["class_nearest"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    predictions, prediction_scores = _predict(D[:, :k], I[:, :k], vectors.label, num_classes, metric, nearest)
     relevant = metrics.relevance(metrics.neighbour_labels(I, vectors.label), labels)
     values = _per_query(predictions, labels, relevant, k)
-    sweep = accuracy_by_k(D, I, vectors.label, labels, ks, num_classes, metric)
+    sweep = accuracy_by_k(D, I, vectors.label, labels, ks, num_classes, metric, nearest)
     confusion = metrics.confusion_matrix(labels, predictions[:, 0], num_classes)
     timings["vote_and_metrics"] = time.perf_counter() - started
 
     started = time.perf_counter()
     values["map_at_r"] = np.full(query_rows.size, np.nan)
     if map_at_r:
-        positions = np.minimum(np.searchsorted(index_rows, query_rows), index_rows.size - 1)
-        self_positions = np.where(index_rows[positions] == query_rows, positions, -1)
         values["map_at_r"] = map_at_r_per_query(vectors.embeddings[query_rows], labels, vectors.embeddings[index_rows],
                                                 vectors.label[index_rows], self_positions, metric)
         timings["map_at_r"] = time.perf_counter() - started

@@ -71,6 +71,22 @@ def top_classes(scores: np.ndarray, n: int = 5) -> tuple[np.ndarray, np.ndarray]
     return classes, np.take_along_axis(scores, classes, axis=1)
 
 
+def rank_classes(scores: np.ndarray, nearest: np.ndarray, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The n best classes per query (nq x n int64) and their vote scores, best first: by vote score, then,
+    for equal scores (every class without a vote among them), by the similarity of the class's nearest
+    item (``nearest``, nq x num_classes, indexer.class_nearest), then class order."""
+    scores, nearest = np.asarray(scores), np.asarray(nearest)
+    if scores.ndim != 2 or scores.shape != nearest.shape:
+        raise ValueError(f"scores and nearest must be matching nq x num_classes arrays, got shapes {scores.shape} "
+                         f"and {nearest.shape}")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    n = min(n, scores.shape[1])
+    # lexsort's last key sorts first; it is stable, so equal keys stay in class order.
+    classes = np.lexsort((-nearest, -scores), axis=1)[:, :n].astype(np.int64)
+    return classes, np.take_along_axis(scores, classes, axis=1)
+
+
 def exclude_self(D: np.ndarray, I: np.ndarray, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drop each query's own row from its neighbours; from a k+1 search this leaves k columns.
 

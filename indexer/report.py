@@ -30,8 +30,10 @@ def definitions(protocol: dict[str, Any]) -> dict[str, str]:
     """What each number means, for the head of every report."""
     k = protocol["k"]
     return {
-        "top-n": f"kNN accuracy: the true class is among the n classes with the largest vote of the {k} nearest "
-                 f"index items ({protocol['weighting']}); ties go to the lower class number",
+        "top-n": f"kNN accuracy: the true class is among the n best-ranked classes. Classes rank by their vote of "
+                 f"the {k} nearest index items ({protocol['weighting']}); classes without a vote (and equal votes) "
+                 "by their nearest index item; then by class number. Without that ranking of the classes "
+                 f"left without a vote, top-n could not exceed R@{k}",
         f"P@{k}": f"precision@{k}: the share of the {k} nearest index items that are of the query's class "
                   "(a missing neighbour counts as wrong)",
         f"R@{k}": f"recall@{k} as the retrieval literature defines it, i.e. the hit rate: 1 when at least one of "

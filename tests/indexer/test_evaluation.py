@@ -21,9 +21,9 @@ ROWS = [
     (-1.0, 0.0, 2, "train"),
     (0.95, 0.31, 0, "test"),  # neighbours 1, 0, 3: a wins -> top-1 hit
     (0.2, 0.98, 1, "test"),  # neighbours 3, 2, 1: b wins -> top-1 hit
-    (0.9, 0.44, 1, "test"),  # neighbours 1, 0, 3: a wins, b second -> top-1 miss, top-5 hit
+    (0.9, 0.44, 1, "test"),  # neighbours 1, 0, 3: a wins, b second -> top-1 miss, top-2 hit
     (-0.9, 0.44, 2, "test"),  # neighbours 4, 2, 3: c wins -> top-1 hit
-    (-0.95, -0.31, 0, "test"),  # neighbours 4, 2, 3: no vote for a -> top-1 and top-5 miss
+    (-0.95, -0.31, 0, "test"),  # neighbours 4, 2, 3: no vote for a, whose nearest item beats d's (none) -> third
     (0.0, -1.0, 3, "val"),
 ]
 
@@ -42,29 +42,33 @@ def test_known_answers(tiny):
     result = evaluate_knn(tiny, "test", ("train",), k=3)
     by_name = {row.name: row for row in result.classes}
     assert [row.name for row in result.classes] == NAMES
-    assert (by_name["a"].queries, by_name["a"].top1, by_name["a"].top5) == (2, 0.5, 0.5)
-    assert (by_name["b"].queries, by_name["b"].top1, by_name["b"].top5) == (2, 0.5, 1.0)
+    assert (by_name["a"].queries, by_name["a"].top1, by_name["a"].top3) == (2, 0.5, 1.0)
+    assert (by_name["b"].queries, by_name["b"].top1, by_name["b"].top3) == (2, 0.5, 1.0)
     assert (by_name["c"].queries, by_name["c"].top1, by_name["c"].top5) == (1, 1.0, 1.0)
     assert (by_name["d"].queries, by_name["d"].top1, by_name["d"].top5) == (0, None, None)
-    assert (result.top1, result.top5) == pytest.approx((3 / 5, 4 / 5))
-    assert (result.macro_top1, result.macro_top5) == pytest.approx(((0.5 + 0.5 + 1) / 3, (0.5 + 1 + 1) / 3))
+    assert (result.top1, result.micro["top3"], result.top5) == pytest.approx((3 / 5, 1.0, 1.0))
+    assert (result.macro_top1, result.macro_top5) == pytest.approx(((0.5 + 0.5 + 1) / 3, 1.0))
     assert result.query_rows.tolist() == [5, 6, 7, 8, 9]
     assert result.query_labels.tolist() == [0, 1, 1, 2, 0]
-    # Four classes, so four columns; classes without a vote are -1.
+    # Four classes, so four columns, every class ranked: the voted ones by their vote, then the others by
+    # their nearest item (a before d, which has no item in the index at all).
     assert result.predictions.tolist() == [
-        [0, 1, -1, -1], [1, 0, -1, -1], [0, 1, -1, -1], [2, 1, -1, -1], [2, 1, -1, -1],
+        [0, 1, 2, 3], [1, 0, 2, 3], [0, 1, 2, 3], [2, 1, 0, 3], [2, 1, 0, 3],
     ]
+    # Without the ranking of unvoted classes, the last query's class would be no prediction at all.
+    assert result.prediction_scores[4, 2] == 0
     assert result.protocol == result.protocol | {
         "query_split": "test", "index_splits": ["train"], "k": 3, "metric": "ip",
         "self_matches_excluded": False, "queries": 5, "index_items": 5,
     }
     assert result.protocol["weighting"].startswith("similarity-weighted vote")
+    assert "without a vote after, by their nearest index item" in result.protocol["class_ranking"]
 
 
 def test_index_splits_decide_the_neighbours(tiny):
     # With val in the index, the last query's second-nearest item is the d row (0.31 beats b's -0.31).
     result = evaluate_knn(tiny, "test", ("train", "val"), k=3)
-    assert result.predictions[4].tolist() == [2, 3, 1, -1] and result.protocol["index_items"] == 6
+    assert result.predictions[4].tolist() == [2, 3, 1, 0] and result.protocol["index_items"] == 6
 
 
 def test_self_is_never_its_own_neighbour(tiny):
@@ -123,11 +127,12 @@ def test_known_retrieval_metrics_per_class(tiny):
     result = evaluate_knn(tiny, "test", ("train",), k=3)
     by_name = {row.name: row for row in result.classes}
     a, b, c, d = (by_name[name] for name in NAMES)
-    assert (a.top3, a.precision_at_k, a.recall_at_k, a.map_at_r) == pytest.approx((0.5, 1 / 3, 0.5, 0.5))
+    # q9's class got no vote but ranks third by its nearest item: a top-3 hit (recall@3 still counts it out).
+    assert (a.top3, a.precision_at_k, a.recall_at_k, a.map_at_r) == pytest.approx((1.0, 1 / 3, 0.5, 0.5))
     assert (b.top3, b.precision_at_k, b.recall_at_k, b.map_at_r) == pytest.approx((1.0, 0.5, 1.0, 0.5))
     assert (c.top3, c.precision_at_k, c.recall_at_k, c.map_at_r) == pytest.approx((1.0, 1 / 3, 1.0, 1.0))
     assert (d.top3, d.precision_at_k, d.recall_at_k, d.map_at_r) == (None, None, None, None)
-    assert result.micro == pytest.approx({"top1": 0.6, "top3": 0.8, "top5": 0.8, "precision_at_k": 0.4,
+    assert result.micro == pytest.approx({"top1": 0.6, "top3": 1.0, "top5": 1.0, "precision_at_k": 0.4,
                                           "recall_at_k": 0.8, "map_at_r": 0.6})
     assert result.macro["precision_at_k"] == pytest.approx(7 / 18)
     assert result.macro["map_at_r"] == pytest.approx(2 / 3)
