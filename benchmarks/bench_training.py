@@ -2,7 +2,8 @@
 
 Both networks start from the same random weights and take the same P×K batch (Fashion-MNIST images
 when installed) through the training step `manage.py train` runs: triplet + classification loss,
-backward, AdamW. They take turns, best of --rounds. Then the layers the products change at 32 px,
+backward, AdamW (fused, as training runs it; and a tensor at a time, torch's CPU default, with the
+products). They take turns, best of --rounds. Then the layers the products change at 32 px,
 forward + backward alone, to show where the difference comes from.
 
     python -m benchmarks.bench_training [--rounds 3] [--classes 10] [--per-class 12]
@@ -21,7 +22,7 @@ from embedder.checkpoint import catalog_preprocessing
 from embedder.dataset import CatalogImages
 from embedder.fashion_mnist import FashionMnistCatalog, has_fashion_mnist
 from embedder.small_map_convs import use_small_map_convs
-from embedder.train import Trainee, build_trainee, train_step
+from embedder.train import Trainee, build_optimizer, build_trainee, train_step
 from embedder.transforms import build_transform
 
 IMAGE_SIZE = 32
@@ -52,6 +53,14 @@ def plain_convolutions(trainee: Trainee) -> Trainee:
         if isinstance(module, torch.nn.Conv2d):
             module.__class__ = torch.nn.Conv2d
     return plain
+
+
+def unfused_optimizer(trainee: Trainee, config: Config) -> Trainee:
+    """A copy of the trainee whose optimiser updates one tensor at a time (torch's CPU default), not fused."""
+    twin = copy.deepcopy(trainee)
+    params = [p for p in twin.model.parameters() if p.requires_grad] + (list(twin.aux.parameters()) if twin.aux else [])
+    twin.optimizer = build_optimizer(config.train, params, fused=False)
+    return twin
 
 
 def layer_times(rounds: int, batch_size: int) -> list[tuple[str, float, float]]:
@@ -89,17 +98,20 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(env={}, overrides={"embedder.weights": "none", "embedder.image_size": str(IMAGE_SIZE)})
     fast = build_trainee(config, options.classes, "cpu")
     plain = plain_convolutions(fast)
+    loop = unfused_optimizer(fast, config)
     batch, labels, source = training_batch(config, options.classes, options.per_class)
     weight = config.train.aux_loss_weight
     best = interleaved_best({
         "plain": lambda: train_step(plain, batch, labels, weight, amp=False),
         "product": lambda: train_step(fast, batch, labels, weight, amp=False),
+        "loop": lambda: train_step(loop, batch, labels, weight, amp=False),
     }, options.rounds)
     print(f"\n## training step: ResNet-50 at {IMAGE_SIZE} px, {source}, {torch.get_num_threads()} threads, "
           f"best of {options.rounds}\n")
     print("| convolutions | ms per step | images/s | vs plain |")
     print("|---|---|---|---|")
-    for name, label in (("plain", "oneDNN for every convolution"), ("product", "small maps as products (train)")):
+    for name, label in (("plain", "oneDNN for every convolution"), ("loop", "small maps as products, AdamW a tensor at a time"),
+                        ("product", "small maps as products, AdamW fused (train)")):
         print(f"| {label} | {1e3 * best[name]:.0f} | {len(labels) / best[name]:.1f} | {best['plain'] / best[name]:.2f} |")
     print("\n| layer (forward + backward) | oneDNN ms | product ms | ratio |")
     print("|---|---|---|---|")

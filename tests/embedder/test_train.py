@@ -43,6 +43,26 @@ def test_cpu_training_computes_the_small_maps_as_products_and_other_devices_do_n
     assert all(type(m) is torch.nn.Conv2d for m in meta if isinstance(m, torch.nn.Conv2d))
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_optimiser_updates_in_one_fused_kernel_where_torch_has_one(optimizer):
+    config = small_config(".")
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, optimizer=optimizer))
+    assert training.build_trainee(config, 3, "cpu").optimizer.defaults["fused"] is True
+    assert not training.build_trainee(config, 3, "meta").optimizer.defaults["fused"]
+    # The same arithmetic: one fused step and one tensor at a time move the weights alike.
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(7, 5)) for _ in range(2)]
+    twins = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    for group, fused in ((weights, True), (twins, False)):
+        step = training.build_optimizer(config.train, group, fused=fused)
+        for _ in range(3):
+            for w in group:
+                w.grad = torch.sin(w.detach() * 3)
+            step.step()
+    for w, twin in zip(weights, twins):
+        torch.testing.assert_close(w, twin, rtol=1e-5, atol=1e-6)
+
+
 def test_the_curve_zooms_the_accuracy_axis_onto_the_validations():
     from embedder.training_state import accuracy_axis_range
 
