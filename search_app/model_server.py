@@ -56,7 +56,6 @@ class ModelProcess:
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()  # between stop() and a restart in progress
         self._stopping = threading.Event()
-        self.restarts = 0
         # gunicorn forks its workers inside our `with` block, and a worker leaving unwinds through it too:
         # only the process that started the model process may stop it.
         self._owner_pid = os.getpid()
@@ -65,10 +64,6 @@ class ModelProcess:
         """Start the model process and wait until it answers; ModelProcessError with its reason when it cannot."""
         self._spawn()
         threading.Thread(target=self._watch, name="model-process-watcher", daemon=True).start()
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def stop(self) -> None:
         """Stop the model process and remove its socket's directory (in the process that started it; elsewhere nothing)."""
@@ -125,7 +120,6 @@ class ModelProcess:
             time.sleep(RESTART_PAUSE_S)
             try:
                 self._spawn()
-                self.restarts += 1
             except ModelProcessError as error:
                 if self._stopping.is_set():
                     return
@@ -211,7 +205,6 @@ class ModelServer:
             "preprocessing": searcher.embedder.preprocessing,
             "runtime": searcher.runtime,
             "dimension": int(searcher.index.d),
-            "pid": os.getpid(),
         }
         self._closed = threading.Event()
         self._lock = threading.Lock()
