@@ -5,10 +5,13 @@ embed, search; no HTTP), the embedder's batched forward throughput at the catalo
 HTTP latency (p50/p95/p99), throughput and errors for each server layout and client count, and, from
 the server's /healthz, where its micro-batches' time went (embedding, index scan, and the wall time
 per batch, which also holds the requests' own work: upload parsing, decoding, answers).
-Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them, else a generated
-sample catalog embedded with random weights (the model's cost is the same either way).
+Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them (or `--catalog demo`),
+else (or with `--catalog generated`) a generated sample catalog in DeepFashion's layout at `--image-size`,
+embedded with random weights (the model's cost is the same either way): `--catalog generated
+--image-size 224` serves at DeepFashion's size, where the forward pass outweighs the rest of a request.
 
     python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn_per_worker,batched,serial]
+                                       [--catalog auto|demo|generated] [--image-size 32]
 """
 from __future__ import annotations
 
@@ -76,9 +79,13 @@ class LoadResult:
         return len(self.latencies_ms) / self.seconds
 
 
-def prepare_artifacts(workdir: Path, image_size: int) -> tuple[list[str], Config]:
-    """CLI arguments and Config naming artifacts to serve: Fashion-MNIST's if built, else a fresh sample catalog's."""
-    if (FASHION_MNIST / "embeddings.h5").is_file() and (FASHION_MNIST / "index.faiss").is_file():
+def prepare_artifacts(workdir: Path, catalog: str, image_size: int) -> tuple[list[str], Config]:
+    """CLI arguments and Config naming artifacts to serve: make demo's Fashion-MNIST ones ("demo", or "auto"
+    when they are built), else a fresh sample catalog's at ``image_size``."""
+    demo_built = (FASHION_MNIST / "embeddings.h5").is_file() and (FASHION_MNIST / "index.faiss").is_file()
+    if catalog == "demo" and not demo_built:
+        raise SystemExit(f"--catalog demo: no embeddings.h5 and index.faiss in {FASHION_MNIST}; run make demo first")
+    if catalog == "demo" or (catalog == "auto" and demo_built):
         demo = ROOT / "configs" / "demo.toml"
         return ["--config", str(demo)], load_config(demo, env={})
     from embedder.sample_catalog import write_sample_catalog
@@ -288,13 +295,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layouts", default="gunicorn,gunicorn_per_worker,batched",
                         help=f"among {', '.join(LAYOUTS)}, each also with -ivf or -flat (that index over the same "
                              "vectors), -torch (embedding with torch) and -multipart (photos sent as forms)")
+    parser.add_argument("--catalog", choices=("auto", "demo", "generated"), default="auto",
+                        help="make demo's Fashion-MNIST artifacts, a generated sample catalog, or (auto) the first "
+                             "when built")
     parser.add_argument("--image-size", type=int, default=32, help="for a generated catalog (default 32)")
     options = parser.parse_args(argv if argv is not None else [])
     clients = [int(c) for c in options.clients.split(",")]
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="lookbook-bench-") as directory:
         workdir = Path(directory)
-        args, config = prepare_artifacts(workdir, options.image_size)
+        args, config = prepare_artifacts(workdir, options.catalog, options.image_size)
         files = query_images(config, QUERIES)
         plans = [plan_layout(layout, args, config, workdir) for layout in options.layouts.split(",")]
         in_process: dict[str, InProcess] = {}
