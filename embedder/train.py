@@ -34,6 +34,7 @@ from embedder.model import EmbeddingNet
 from embedder.sampler import PKSampler
 from embedder.small_map_convs import use_small_map_convs
 from embedder.training_state import (
+    LOSS_POINTS_PER_EPOCH,
     TrainingLog,
     TrainState,
     freeze_trunk,
@@ -247,11 +248,13 @@ class TrainingLoop:
                                     preprocessing.image_size, dtype=torch.uint8)
         self.amp = self.train.amp == "on" or (self.train.amp == "auto" and fast_bfloat16(device))
         self.validate_every = max(1, round(self.train.validate_every * len(self.sampler)))
+        self.trace_every = max(1, len(self.sampler) // LOSS_POINTS_PER_EPOCH)
 
     def run(self, validate: Validator, save: Callable[[], None], metrics: TrainingLog, best_path: Path) -> str:
         """Train until the epochs, the time budget or the patience run out; returns why it stopped."""
         state, train = self.state, self.train
-        window: list[dict] = []
+        window: list[dict] = []  # the steps since the last validation
+        trace_window: list[dict] = []  # since the last point of the loss curve
         clock = time.perf_counter() - state.seconds
         last_save = time.perf_counter()
         while state.epoch < train.epochs:
@@ -264,6 +267,10 @@ class TrainingLoop:
                             initial=state.batch_in_epoch, total=len(self.sampler))
             for batch, rows, errors in progress:
                 window.append(self._step(batch, rows, errors))
+                trace_window.append(window[-1])
+                if state.step % self.trace_every == 0:
+                    state.loss_trace.append({"step": state.step, **_means(trace_window)})
+                    trace_window = []
                 state.seconds = time.perf_counter() - clock
                 progress.set_postfix(loss=f"{window[-1]['loss']:.3f}",
                                      img_s=f"{state.step * self.sampler.batch_size / max(state.seconds, 1e-9):.0f}")
@@ -306,12 +313,12 @@ class TrainingLoop:
         """Measure, log, keep the best checkpoint; True when patience has run out."""
         state = self.state
         top1 = validate(self.trainee.model)
-        row = {key: float(np.mean([w[key] for w in window])) for key in ("loss", "triplet", "aux")}
+        row = _means(window)
         row.update(epoch=round(state.step / len(self.sampler), 3), step=state.step, seconds=round(state.seconds, 1),
                    lr=window[-1]["lr"], val_top1=top1,
                    images_per_second=round(state.step * self.sampler.batch_size / max(state.seconds, 1e-9), 1))
         state.history.append(row)
-        metrics.write(state.history)
+        metrics.write(state.history, state.loss_trace)
         log.info("step %d: loss %.4f, validation kNN top-1 %.4f", state.step, row["loss"], top1)
         if top1 > state.best_top1:
             state.best_top1, state.best_step, state.validations_without_gain = top1, state.step, 0
@@ -320,3 +327,8 @@ class TrainingLoop:
             return False
         state.validations_without_gain += 1
         return bool(self.train.early_stopping) and state.validations_without_gain >= self.train.early_stopping
+
+
+def _means(steps: list[dict]) -> dict:
+    """The mean losses of some steps (train_step's dicts)."""
+    return {key: float(np.mean([step[key] for step in steps])) for key in ("loss", "triplet", "aux")}

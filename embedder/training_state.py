@@ -21,6 +21,10 @@ STATE_FORMAT = "lookbook-training-state"
 # Trunk modules in forward order; freezing "layer2" freezes the stem, layer1 and layer2.
 TRUNK_BLOCKS = ("stem", "layer1", "layer2", "layer3", "layer4")
 METRIC_FIELDS = ("epoch", "step", "seconds", "lr", "loss", "triplet", "aux", "images_per_second", "val_top1")
+LOSS_FIELDS = ("step", "loss", "triplet", "aux")
+# Points of the loss curve per epoch, each the mean of the steps since the last: validations come once an
+# epoch, and a short run's curve would otherwise be two or three points.
+LOSS_POINTS_PER_EPOCH = 25
 
 
 @dataclass
@@ -35,7 +39,8 @@ class TrainState:
     best_step: int = 0
     validations_without_gain: int = 0
     stopped_because: str = ""  # set when the run is over; a finished run is not trained further
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # a row per validation (metrics.csv)
+    loss_trace: list[dict] = field(default_factory=list)  # a row per LOSS_POINTS_PER_EPOCH-th of an epoch (loss.csv)
 
 
 def save_state(path: Path, state: TrainState, run_identity: dict, modules: dict[str, object]) -> None:
@@ -68,24 +73,22 @@ def load_state(path: Path, run_identity: dict, modules: dict[str, object]) -> Tr
 
 
 class TrainingLog:
-    """metrics.csv (one row per validation) and training-curve.png, rewritten from the history."""
+    """metrics.csv (one row per validation), loss.csv (the loss curve's points) and training-curve.png,
+    rewritten from the run's history."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.csv_path = directory / "metrics.csv"
+        self.loss_path = directory / "loss.csv"
         self.png_path = directory / "training-curve.png"
 
-    def write(self, history: list[dict]) -> None:
-        """Rewrite both files from the full history (cheap, and correct after a resume)."""
-        temporary = self.csv_path.with_name(self.csv_path.name + ".tmp")
-        with temporary.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(history)
-        os.replace(temporary, self.csv_path)
-        self._plot(history)
+    def write(self, history: list[dict], loss_trace: list[dict]) -> None:
+        """Rewrite the files from the full history (cheap, and correct after a resume)."""
+        _write_csv(self.csv_path, METRIC_FIELDS, history)
+        _write_csv(self.loss_path, LOSS_FIELDS, loss_trace)
+        self._plot(history, loss_trace)
 
-    def _plot(self, history: list[dict]) -> None:
+    def _plot(self, history: list[dict], loss_trace: list[dict]) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -93,8 +96,11 @@ class TrainingLog:
 
         steps = [row["step"] for row in history]
         figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+        # The loss curve's points when the run has them (a mean every 1/25 epoch), else the validations' means.
+        curve = loss_trace or history
         for key, label in (("loss", "total"), ("triplet", "triplet"), ("aux", "classification")):
-            losses.plot(steps, [row[key] for row in history], marker="o", label=label)
+            losses.plot([row["step"] for row in curve], [row[key] for row in curve], marker=None if loss_trace else "o",
+                        linewidth=1 if loss_trace else 1.5, label=label)
         losses.set(xlabel="step", ylabel="training loss", title="Loss")
         losses.legend()
         top1 = [row["val_top1"] for row in history]
@@ -108,6 +114,15 @@ class TrainingLog:
         figure.savefig(temporary, dpi=100)
         plt.close(figure)
         os.replace(temporary, self.png_path)
+
+
+def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
 
 
 def accuracy_axis_range(values: list[float]) -> tuple[float, float]:

@@ -91,6 +91,14 @@ def test_training_writes_best_checkpoint_metrics_and_curve(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "train" / "metrics.csv")))
     assert len(rows) == 2 and {"loss", "val_top1", "images_per_second"} <= set(rows[0])
     assert (tmp_path / "train" / "training-curve.png").read_bytes()[:4] == b"\x89PNG"
+    # The loss curve has points between validations (every step here: 2 steps an epoch), whose means
+    # are the validations' rows.
+    trace = list(csv.DictReader(open(tmp_path / "train" / "loss.csv")))
+    assert [int(row["step"]) for row in trace] == [1, 2, 3, 4]
+    for epoch, row in enumerate(rows):
+        points = trace[2 * epoch: 2 * epoch + 2]
+        for key in ("loss", "triplet", "aux"):
+            assert float(row[key]) == pytest.approx(np.mean([float(point[key]) for point in points]))
 
 
 def test_interrupted_training_resumes_at_the_saved_step_and_schedule(tmp_path, monkeypatch):
@@ -117,6 +125,9 @@ def test_interrupted_training_resumes_at_the_saved_step_and_schedule(tmp_path, m
     # The schedule continues where it stopped: step 3 gets the learning rate it had the first time.
     assert seen_lr[:2] == pytest.approx(interrupted[2:4])
     assert len(seen_lr) == 4
+    # The loss curve goes on from the saved state: each step once, the lost step 3 as retrained.
+    trace = list(csv.DictReader(open(tmp_path / "train" / "loss.csv")))
+    assert [int(row["step"]) for row in trace] == [1, 2, 3, 4, 5, 6]
     # A finished run is not trained further.
     again = training.train(config, knn_top1, catalog=catalog)
     assert again.steps == 6 and again.stopped_because == "epochs done"
