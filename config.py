@@ -116,7 +116,13 @@ class TrainConfig:
     # Validation items per class taken from train when the catalog has no val split.
     holdout_per_class: int = 100
     validate_every: float = 1.0  # epochs between kNN validations (fractions allowed)
-    early_stopping: int = 5  # validations without improvement before stopping; 0 never stops
+    # Validations without improvement before stopping; 0 (the default) never stops. A cosine schedule gains
+    # most at its low-learning-rate end: a 30-epoch run on Fashion-MNIST peaked at a noisy 0.917 in epoch 8 and
+    # a patience of 5 ended it in epoch 13 with the learning rate still at 0.6 of its peak.
+    early_stopping: int = 0
+    # Share of the schedule (by epochs or time budget, whichever is further on) before which validations
+    # without improvement are not counted towards early_stopping.
+    early_stopping_after: float = 0.5
     amp: str = "auto"  # mixed precision: auto (on GPU), on, off
     seed: int = 0
 
@@ -133,8 +139,11 @@ class TrainConfig:
         _check_choice("train.amp", self.amp, ("auto", "on", "off"))
         _check_range("train.holdout_per_class", self.holdout_per_class, 1, 1_000_000)
         _check_range("train.early_stopping", self.early_stopping, 0, 10_000)
-        for key in ("margin", "lr", "weight_decay", "warmup_epochs", "aux_loss_weight", "validate_every"):
+        for key in ("margin", "lr", "weight_decay", "warmup_epochs", "aux_loss_weight", "validate_every",
+                    "early_stopping_after"):
             _check_nonnegative(f"train.{key}", getattr(self, key))
+        if self.early_stopping_after > 1:
+            raise ConfigError(f"train.early_stopping_after: {self.early_stopping_after!r} must be a number from 0 to 1")
         if self.lr <= 0 or self.validate_every <= 0:
             raise ConfigError("train.lr and train.validate_every must be greater than 0")
 

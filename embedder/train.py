@@ -112,15 +112,20 @@ def build_optimizer(train: TrainConfig, params: list[torch.nn.Parameter], fused:
                            fused=fused or None)
 
 
-def learning_rate(train: TrainConfig, step: int, steps_per_epoch: int, seconds: float) -> float:
-    """Linear warm-up, then cosine decay over whichever ends first: the epochs or the time budget."""
+def schedule_progress(train: TrainConfig, step: int, steps_per_epoch: int, seconds: float) -> float:
+    """How far the run is, from 0 to 1, by whichever ends first: the epochs or the time budget."""
     progress = step / (train.epochs * steps_per_epoch)
     if train.time_budget:
         progress = max(progress, seconds / train.time_budget)
+    return min(1.0, progress)
+
+
+def learning_rate(train: TrainConfig, step: int, steps_per_epoch: int, seconds: float) -> float:
+    """Linear warm-up, then cosine decay over the schedule (schedule_progress)."""
     warmup = train.warmup_epochs * steps_per_epoch
     scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     if train.schedule == "cosine":
-        scale *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        scale *= 0.5 * (1 + math.cos(math.pi * schedule_progress(train, step, steps_per_epoch, seconds)))
     return train.lr * scale
 
 
@@ -182,10 +187,16 @@ class Validator:
         return float(self.knn_accuracy(xq, yq, xb, yb, self.k))
 
 
+# Settings that only decide when a run stops, not what it computes: a run may be resumed with other values
+# (more patience lets a run that early stopping ended go on).
+STOPPING_SETTINGS = ("early_stopping", "early_stopping_after")
+
+
 def run_identity(config: Config, catalog: Catalog) -> dict:
     """What must match for a saved training state to be resumed."""
+    settings = {key: value for key, value in asdict(config.train).items() if key not in STOPPING_SETTINGS}
     return {
-        "train": asdict(config.train),
+        "train": settings,
         "embedder": {**asdict(config.embedder), "batch_size": None, "workers": None, "device": None},
         "catalog": [catalog.kind, str(catalog.root), len(catalog)],
     }
@@ -213,6 +224,10 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
         log.info("Resuming training at step %d (epoch %d, %.0f s done)", state.step, state.epoch, state.seconds)
     resumed_from, seconds_before = state.step, state.seconds
     loop = TrainingLoop(config, catalog, trainee, preprocessing, train_rows, device, state)
+    if state.stopped_because == "early stopping" and not loop.patience_lost():
+        log.info("Going on with a run that early stopping ended at step %d: train.early_stopping now allows more",
+                 state.step)
+        state.stopped_because = ""
     if state.stopped_because:
         log.info("This training run already finished (%s); `train --restart` starts a new one", state.stopped_because)
     else:
@@ -325,8 +340,15 @@ class TrainingLoop:
             save_checkpoint(best_path, self.trainee.model, self.preprocessing, self.trainee.origin,
                             extra={"training": {"step": state.step, "val_top1": top1, "config": asdict(self.train)}})
             return False
-        state.validations_without_gain += 1
-        return bool(self.train.early_stopping) and state.validations_without_gain >= self.train.early_stopping
+        progress = schedule_progress(self.train, state.step, len(self.sampler), state.seconds)
+        if progress >= self.train.early_stopping_after:
+            state.validations_without_gain += 1
+        return self.patience_lost()
+
+    def patience_lost(self) -> bool:
+        """Whether early stopping, as configured now, ends the run."""
+        patience = self.train.early_stopping
+        return bool(patience) and self.state.validations_without_gain >= patience
 
 
 def _means(steps: list[dict]) -> dict:

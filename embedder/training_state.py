@@ -63,13 +63,21 @@ def load_state(path: Path, run_identity: dict, modules: dict[str, object]) -> Tr
     except Exception as error:  # a state cut off mid-write: start over rather than crash
         log.warning("Ignoring unreadable training state %s: %s", path, error)
         return None
-    if payload.get("format") != STATE_FORMAT or payload.get("identity") != run_identity:
+    if payload.get("format") != STATE_FORMAT or not same_run(payload.get("identity"), run_identity):
         log.info("Not resuming %s: it belongs to a run with other settings", path)
         return None
     for name, module in modules.items():
         if module is not None:
             module.load_state_dict(payload["modules"][name])
     return TrainState(**payload["state"])
+
+
+def same_run(saved: object, current: object) -> bool:
+    """Whether a saved run identity matches the current one. Settings the saved one has and the current one
+    does not are passed over: they were taken out of the identity because a run may change them."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return all(key in saved and same_run(saved[key], value) for key, value in current.items())
+    return saved == current
 
 
 class TrainingLog:

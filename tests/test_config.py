@@ -43,6 +43,8 @@ def test_image_size_none_and_values():
         ({}, {"evaluate.query_split": "dev"}, "evaluate.query_split"),
         ({}, {"colour": "red"}, "colour"),
         ({}, {"index.gpu": "maybe"}, "index.gpu"),
+        ({}, {"train.early_stopping_after": "1.5"}, "train.early_stopping_after"),
+        ({}, {"train.early_stopping_after": "-0.1"}, "train.early_stopping_after"),
     ],
 )
 def test_unknown_keys_and_bad_values_name_the_key(env, overrides, named):

@@ -10,6 +10,7 @@ import embedder.train as training
 from config import Config, EmbedderConfig, TrainConfig
 from embedder.checkpoint import load_checkpoint
 from embedder.extract import embed_pil_images
+from embedder.training_state import same_run
 from embedder.transforms import build_transform
 from indexer.evaluation import knn_top1
 from tests.conftest import ColourCatalog
@@ -138,6 +139,55 @@ def test_other_settings_do_not_resume(tmp_path):
     training.train(small_config(tmp_path, epochs=1), knn_top1, catalog=catalog)
     report = training.train(small_config(tmp_path, epochs=1, margin=0.3), knn_top1, catalog=catalog)
     assert report.resumed_from_step == 0
+
+
+def scripted_validations(monkeypatch, scores):
+    """Validations return ``scores`` in turn (then the last one again) rather than measuring."""
+    scores = list(scores)
+    monkeypatch.setattr(training.Validator, "__call__", lambda self, model: scores.pop(0) if len(scores) > 1 else scores[0])
+
+
+def test_early_stopping_counts_only_from_its_share_of_the_schedule(tmp_path, monkeypatch):
+    catalog = ColourCatalog(count=48)  # 2 steps an epoch, a validation each: at 1/6, 2/6 ... 6/6 of the schedule
+    scripted_validations(monkeypatch, [0.5, 0.4])
+    report = training.train(small_config(tmp_path / "a", epochs=6, early_stopping=2, early_stopping_after=0.0),
+                            knn_top1, catalog=catalog)
+    assert report.stopped_because == "early stopping" and report.steps == 6 and report.best_step == 2
+    # From half-way only: the validation at 2/6 is passed over, those at 3/6 and 4/6 count.
+    scripted_validations(monkeypatch, [0.5, 0.4])
+    report = training.train(small_config(tmp_path / "b", epochs=6, early_stopping=2, early_stopping_after=0.5),
+                            knn_top1, catalog=catalog)
+    assert report.stopped_because == "early stopping" and report.steps == 8
+    # Off by default.
+    scripted_validations(monkeypatch, [0.5, 0.4])
+    report = training.train(small_config(tmp_path / "c", epochs=6), knn_top1, catalog=catalog)
+    assert report.stopped_because == "epochs done" and report.steps == 12
+
+
+def test_a_run_that_early_stopping_ended_goes_on_when_given_more_patience(tmp_path, monkeypatch):
+    catalog = ColourCatalog(count=48)
+    scripted_validations(monkeypatch, [0.5, 0.4])
+    stopped = training.train(small_config(tmp_path, epochs=6, early_stopping=2, early_stopping_after=0.0),
+                             knn_top1, catalog=catalog)
+    assert stopped.stopped_because == "early stopping" and stopped.steps == 6
+    same = training.train(small_config(tmp_path, epochs=6, early_stopping=2, early_stopping_after=0.0),
+                          knn_top1, catalog=catalog)
+    assert same.stopped_because == "early stopping" and same.steps == 6
+    more = training.train(small_config(tmp_path, epochs=6, early_stopping=0), knn_top1, catalog=catalog)
+    assert more.resumed_from_step == 6 and more.steps == 12 and more.stopped_because == "epochs done"
+
+
+def test_a_state_saved_with_the_stopping_settings_in_its_identity_still_resumes(tmp_path):
+    # States saved before early_stopping left the identity hold it; they are the same run.
+    config = small_config(tmp_path, epochs=1)
+    catalog = ColourCatalog(count=48)
+    current = training.run_identity(config, catalog)
+    assert "early_stopping" not in current["train"]
+    older = {**current, "train": {**current["train"], "early_stopping": 5}}
+    assert same_run(older, current)
+    assert not same_run({**current, "train": {**current["train"], "margin": 0.3}}, current)
+    newer_setting = {**current, "train": {key: value for key, value in current["train"].items() if key != "margin"}}
+    assert not same_run(newer_setting, current)
 
 
 def test_time_budget_stops_training(tmp_path):
