@@ -164,6 +164,14 @@ def test_early_stopping_counts_only_from_its_share_of_the_schedule(tmp_path, mon
     assert report.stopped_because == "epochs done" and report.steps == 12
 
 
+def test_a_tie_keeps_the_later_model_and_does_not_reset_the_patience(tmp_path, monkeypatch):
+    scripted_validations(monkeypatch, [0.5, 0.4, 0.5])
+    report = training.train(small_config(tmp_path, epochs=6, early_stopping=2, early_stopping_after=0.0),
+                            knn_top1, catalog=ColourCatalog(count=48))
+    assert report.stopped_because == "early stopping" and report.steps == 6 and report.best_step == 6
+    assert torch.load(tmp_path / "embedder.pt", weights_only=True)["training"]["step"] == 6
+
+
 def test_a_run_that_early_stopping_ended_goes_on_when_given_more_patience(tmp_path, monkeypatch):
     catalog = ColourCatalog(count=48)
     scripted_validations(monkeypatch, [0.5, 0.4])
