@@ -22,7 +22,7 @@ from embedder.checkpoint import catalog_preprocessing
 from embedder.dataset import CatalogImages
 from embedder.fashion_mnist import FashionMnistCatalog, has_fashion_mnist
 from embedder.small_map_convs import use_small_map_convs
-from embedder.train import Trainee, build_optimizer, build_trainee, train_step
+from embedder.train import Trainee, build_optimizer, build_trainee, fast_bfloat16, train_step
 from embedder.transforms import build_transform
 
 IMAGE_SIZE = 32
@@ -101,17 +101,22 @@ def main(argv: list[str] | None = None) -> None:
     loop = unfused_optimizer(fast, config)
     batch, labels, source = training_batch(config, options.classes, options.per_class)
     weight = config.train.aux_loss_weight
-    best = interleaved_best({
+    paths = {
         "plain": lambda: train_step(plain, batch, labels, weight, amp=False),
         "product": lambda: train_step(fast, batch, labels, weight, amp=False),
         "loop": lambda: train_step(loop, batch, labels, weight, amp=False),
-    }, options.rounds)
+    }
+    labels_of = [("plain", "oneDNN for every convolution"), ("loop", "small maps as products, AdamW a tensor at a time"),
+                 ("product", "small maps as products, AdamW fused (train without native bf16)")]
+    if fast_bfloat16("cpu"):  # what train runs on CPUs with AVX512-BF16 or AMX (train.amp = auto)
+        paths["bf16"] = lambda: train_step(fast, batch, labels, weight, amp=True)
+        labels_of.append(("bf16", "the same in bf16 autocast (train here)"))
+    best = interleaved_best(paths, options.rounds)
     print(f"\n## training step: ResNet-50 at {IMAGE_SIZE} px, {source}, {torch.get_num_threads()} threads, "
           f"best of {options.rounds}\n")
     print("| convolutions | ms per step | images/s | vs plain |")
     print("|---|---|---|---|")
-    for name, label in (("plain", "oneDNN for every convolution"), ("loop", "small maps as products, AdamW a tensor at a time"),
-                        ("product", "small maps as products, AdamW fused (train)")):
+    for name, label in labels_of:
         print(f"| {label} | {1e3 * best[name]:.0f} | {len(labels) / best[name]:.1f} | {best['plain'] / best[name]:.2f} |")
     print("\n| layer (forward + backward) | oneDNN ms | product ms | ratio |")
     print("|---|---|---|---|")
