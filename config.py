@@ -123,7 +123,7 @@ class TrainConfig:
     # Share of the schedule (by epochs or time budget, whichever is further on) before which validations
     # without improvement are not counted towards early_stopping.
     early_stopping_after: float = 0.5
-    amp: str = "auto"  # mixed precision: auto (on GPU), on, off
+    amp: str = "auto"  # bfloat16 autocast: auto (on GPUs and on CPUs with AVX512-BF16 or AMX), on, off
     seed: int = 0
 
     def __post_init__(self) -> None:
