@@ -6,17 +6,18 @@ import numpy as np
 
 from config import load_config
 from embedder.catalogs import open_catalog
+import embedder.inference as inference
 from embedder.inference import resolve_runtime
 from search_app.engine import SearchEngine
 
 
-def config_of(args: list[str], runtime: str):
+def config_of(args: list[str], runtime: str, precision: str = "fp32"):
     """The Config the CLI arguments of sample_artifacts name, with embedder.runtime set."""
     named = dict(zip(args[0::2], args[1::2]))
     overrides = dict(setting.split("=", 1) for flag, setting in zip(args[0::2], args[1::2]) if flag == "--set")
     overrides.update({"catalog.kind": named["--catalog"], "catalog.root": named["--root"],
                       "embedder.weights": named["--weights"], "artifacts_dir": named["--artifacts"],
-                      "embedder.runtime": runtime, "embedder.precision": "fp32"})
+                      "embedder.runtime": runtime, "embedder.precision": precision})
     return load_config(env={}, overrides=overrides)
 
 
@@ -46,3 +47,18 @@ def test_onnx_runtime_and_torch_serve_the_same_neighbours(sample_artifacts):
     assert len(sorted(artifacts.glob("embedder-*.onnx"))) == 1
     if exports:
         assert sorted(artifacts.glob("embedder-*.onnx")) == exports
+
+
+def test_the_web_app_embeds_small_images_with_onnx_runtime_where_bf16_is_native(sample_artifacts, monkeypatch):
+    # There "auto" is torch in bf16 (build-index's batches gain), but a query of 32 px took 6x longer.
+    monkeypatch.setattr(inference, "native_bfloat16", lambda: True)
+    engine = SearchEngine.from_artifacts(config_of(sample_artifacts, "auto", precision="auto"))
+    try:
+        assert engine.health()["runtime"] == "onnxruntime"
+    finally:
+        engine.close()
+    engine = SearchEngine.from_artifacts(config_of(sample_artifacts, "auto", precision="bf16"))
+    try:
+        assert engine.health()["runtime"] == "torch"  # bf16 asked for
+    finally:
+        engine.close()
