@@ -2,7 +2,9 @@
 
 Measured in benchmarks/README.md: on an AVX2-only CPU, bfloat16 is about 5× slower than float32 (oneDNN
 emulates it), so "auto" keeps float32 there and takes bfloat16 only on CPUs that compute it natively
-(AVX512-BF16 or AMX, where a training step measured 1.36× faster; inference there is not measured).
+(AVX512-BF16 or AMX: on a 2-core Xeon with AMX, a training step 1.31× and build-index's batches of 128
+1.56× ONNX Runtime's fp32; but small batches of small images, the web app's queries, ran faster on ONNX
+Runtime, see query_precision).
 On a GPU, "auto" is float16 autocast. bfloat16 embeddings agree with float32 ones within the tolerance
 tests/embedder/test_inference.py checks. torch.compile is optional: on a 2-core CPU it compiled for
 minutes and ran no faster than eager with BatchNorms folded.
@@ -51,6 +53,21 @@ def resolve_runtime(runtime: str, device: str, precision: str = "auto", compile_
     if device == "cpu" and fp32 and not compile_model and onnx_runtime_installed():
         return "onnxruntime"
     return "torch"
+
+
+# Image sizes up to which the web app embeds queries in fp32 (so on ONNX Runtime) on a CPU even where bf16
+# is native: its micro-batches of 1-8 small images are mostly per-call cost. On a 2-core Xeon with AMX at
+# 32 px a query took 5.5 ms against 33.9 ms with torch in bf16, while at 224 px × 16 bf16 embedded 1.84×
+# faster than ONNX Runtime (benchmarks/README.md).
+SMALL_QUERY_IMAGES = 64
+
+
+def query_precision(precision: str, runtime: str, device: str, image_size: int) -> str:
+    """The precision the web app asks for: as configured, except fp32 for small images on a CPU when both
+    precision and runtime are "auto" (which then resolve to ONNX Runtime where it is installed)."""
+    if runtime == precision == "auto" and device == "cpu" and image_size <= SMALL_QUERY_IMAGES:
+        return "fp32"
+    return precision
 
 
 def resolve_precision(precision: str, device: str, runtime: str = "torch") -> str:

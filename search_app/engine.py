@@ -338,26 +338,17 @@ def limit_threads(threads: int) -> None:
     limit_search_threads(threads)
 
 
-# Image sizes up to which the web app embeds queries with ONNX Runtime (fp32) on a CPU even where bf16 is
-# native and "auto" would take torch in bf16: its micro-batches of 1-8 small images are mostly per-call
-# cost. On a 2-core Xeon with AMX at 32 px a query took 5.5 ms against 33.9 ms with torch in bf16, while at
-# 224 px × 16 bf16 embedded 1.84× faster than ONNX Runtime (benchmarks/README.md).
-SMALL_QUERY_IMAGES = 64
-
-
 def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> QueryEmbedder:
     """Images resized on the request's thread and embedded as build-index embeds the catalog: uint8 pixels
     normalised per batch, BatchNorms folded, channels_last, the configured precision."""
     import torch
 
     from embedder.extract import embed_batch
-    from embedder.inference import prepare_checkpoint
+    from embedder.inference import prepare_checkpoint, query_precision
     from embedder.transforms import build_pixel_transform, normalize_batch
 
-    precision, preprocessing = config.embedder.precision, loaded.preprocessing
-    runtime = config.embedder.runtime
-    if runtime == precision == "auto" and device == "cpu" and preprocessing.image_size <= SMALL_QUERY_IMAGES:
-        precision = "fp32"  # which "auto" runs with ONNX Runtime
+    preprocessing, runtime = loaded.preprocessing, config.embedder.runtime
+    precision = query_precision(config.embedder.precision, runtime, device, preprocessing.image_size)
     # Folding (torch) or exporting (ONNX Runtime) makes a copy; the training network is not needed for queries.
     # The pool's threads do not spin between batches: the requests' own work needs the cores then.
     model, runtime = prepare_checkpoint(loaded, device, runtime, precision, config.artifacts, spinning=False)
