@@ -113,6 +113,8 @@ class TrainConfig:
     # "none" trains everything; "stem", "layer1" ... "layer4" freeze the trunk up to and including that block.
     freeze: str = "none"
     augment: str = "auto"
+    # Chance that a training image gets a rectangle of noise (random erasing, after the augmentation preset).
+    random_erasing: float = 0.5
     # Validation items per class taken from train when the catalog has no val split.
     holdout_per_class: int = 100
     validate_every: float = 1.0  # epochs between kNN validations (fractions allowed)
@@ -140,10 +142,11 @@ class TrainConfig:
         _check_range("train.holdout_per_class", self.holdout_per_class, 1, 1_000_000)
         _check_range("train.early_stopping", self.early_stopping, 0, 10_000)
         for key in ("margin", "lr", "weight_decay", "warmup_epochs", "aux_loss_weight", "validate_every",
-                    "early_stopping_after"):
+                    "early_stopping_after", "random_erasing"):
             _check_nonnegative(f"train.{key}", getattr(self, key))
-        if self.early_stopping_after > 1:
-            raise ConfigError(f"train.early_stopping_after: {self.early_stopping_after!r} must be a number from 0 to 1")
+        for key in ("early_stopping_after", "random_erasing"):
+            if getattr(self, key) > 1:
+                raise ConfigError(f"train.{key}: {getattr(self, key)!r} must be a number from 0 to 1")
         if self.lr <= 0 or self.validate_every <= 0:
             raise ConfigError("train.lr and train.validate_every must be greater than 0")
 

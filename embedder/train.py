@@ -259,7 +259,7 @@ class TrainingLoop:
         p = min(self.train.classes_per_batch, len(np.unique(labels)))
         self.sampler = PKSampler(labels, p, self.train.images_per_class, seed=self.train.seed)
         preset = preset_for(catalog.kind) if self.train.augment == "auto" else self.train.augment
-        self.images = CatalogImages(catalog, train_rows, training_pixels(preset, preprocessing),
+        self.images = CatalogImages(catalog, train_rows, training_pixels(preset, preprocessing, self.train.random_erasing),
                                     preprocessing.image_size, dtype=torch.uint8)
         self.amp = self.train.amp == "on" or (self.train.amp == "auto" and fast_bfloat16(device))
         self.validate_every = max(1, round(self.train.validate_every * len(self.sampler)))

@@ -45,6 +45,7 @@ def test_image_size_none_and_values():
         ({}, {"index.gpu": "maybe"}, "index.gpu"),
         ({}, {"train.early_stopping_after": "1.5"}, "train.early_stopping_after"),
         ({}, {"train.early_stopping_after": "-0.1"}, "train.early_stopping_after"),
+        ({}, {"train.random_erasing": "1.5"}, "train.random_erasing"),
     ],
 )
 def test_unknown_keys_and_bad_values_name_the_key(env, overrides, named):
