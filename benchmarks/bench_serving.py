@@ -44,10 +44,11 @@ FORWARD_SECONDS = 3.0
 # Server layouts: name -> --set overrides. "serial" runs one query at a time through the model.
 # Any name with "-ivf" or "-flat" added ("batched-flat") serves the same embeddings through an index of
 # that kind built beside them (index_artifacts); without, through the artifacts' own index. With "-torch"
-# added ("gunicorn-torch", "gunicorn-flat-torch") the server embeds with torch instead of embedder.runtime's
-# choice, and the in-process columns do too.
+# or "-onnx" added ("gunicorn-torch", "gunicorn-flat-onnx") the server embeds with torch or ONNX Runtime
+# instead of embedder.runtime's choice, and the in-process columns do too. (The servers get the runtime as
+# a --set, so a LOOKBOOK_EMBEDDER_RUNTIME in the environment does not reach them: name it here.)
 INDEX_KINDS = ("ivf", "flat")
-TORCH = "torch"
+RUNTIMES = {"torch": "torch", "onnx": "onnxruntime"}
 # How the clients send the photo: as the body (what the search page does), or, with "-multipart" added to
 # the layout's name, as a multipart form (what an HTML form or curl -F does).
 BODY, MULTIPART = "body", "multipart"
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run (default 10)")
     parser.add_argument("--layouts", default="gunicorn,gunicorn_per_worker,batched",
                         help=f"among {', '.join(LAYOUTS)}, each also with -ivf or -flat (that index over the same "
-                             "vectors), -torch (embedding with torch) and -multipart (photos sent as forms)")
+                             "vectors), -torch or -onnx (embedding with torch or ONNX Runtime) and -multipart (photos sent as forms)")
     parser.add_argument("--catalog", choices=("auto", "demo", "generated"), default="auto",
                         help="make demo's Fashion-MNIST artifacts, a generated sample catalog, or (auto) the first "
                              "when built")
@@ -334,15 +335,18 @@ def plan_layout(layout: str, args: list[str], config: Config, workdir: Path) -> 
     """(name, --set overrides, runtime, upload) of a layout name such as "gunicorn-flat-torch-multipart";
     builds the index it names."""
     base, *variants = layout.split("-")
-    unknown = set(variants) - {*INDEX_KINDS, TORCH, MULTIPART}
+    unknown = set(variants) - {*INDEX_KINDS, *RUNTIMES, MULTIPART}
     if base not in LAYOUTS or unknown:
         raise SystemExit(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}, "
-                         f"each with any of -{', -'.join((*INDEX_KINDS, TORCH, MULTIPART))}")
+                         f"each with any of -{', -'.join((*INDEX_KINDS, *RUNTIMES, MULTIPART))}")
     settings = list(LAYOUTS[base])
     for kind in INDEX_KINDS:
         if kind in variants:
             settings += index_artifacts(args, config, workdir, kind)
-    runtime = TORCH if TORCH in variants else config.embedder.runtime
+    named = [RUNTIMES[variant] for variant in variants if variant in RUNTIMES]
+    if len(named) > 1:
+        raise SystemExit(f"layout {layout!r} names two runtimes")
+    runtime = named[0] if named else config.embedder.runtime
     return layout, settings + [f"embedder.runtime={runtime}"], runtime, MULTIPART if MULTIPART in variants else BODY
 
 
