@@ -192,9 +192,15 @@ class Validator:
 STOPPING_SETTINGS = ("early_stopping", "early_stopping_after")
 
 
+# Settings added after runs had been saved, with the value that does what runs did before them: at that
+# value they stay out of the identity, so those runs still resume.
+LATER_SETTINGS = {"random_erasing": 0.0}
+
+
 def run_identity(config: Config, catalog: Catalog) -> dict:
     """What must match for a saved training state to be resumed."""
-    settings = {key: value for key, value in asdict(config.train).items() if key not in STOPPING_SETTINGS}
+    settings = {key: value for key, value in asdict(config.train).items()
+                if key not in STOPPING_SETTINGS and not (key in LATER_SETTINGS and value == LATER_SETTINGS[key])}
     return {
         "train": settings,
         "embedder": {**asdict(config.embedder), "batch_size": None, "workers": None, "device": None},
@@ -219,7 +225,7 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
     modules = {"model": trainee.model, "aux": trainee.aux, "optimizer": trainee.optimizer}
     if restart:
         state_path.unlink(missing_ok=True)
-    state = load_state(state_path, identity, modules) or TrainState()
+    state = load_state(state_path, identity, modules, passed_over=STOPPING_SETTINGS) or TrainState()
     if state.step:
         log.info("Resuming training at step %d (epoch %d, %.0f s done)", state.step, state.epoch, state.seconds)
     resumed_from, seconds_before = state.step, state.seconds
@@ -259,8 +265,8 @@ class TrainingLoop:
         p = min(self.train.classes_per_batch, len(np.unique(labels)))
         self.sampler = PKSampler(labels, p, self.train.images_per_class, seed=self.train.seed)
         preset = preset_for(catalog.kind) if self.train.augment == "auto" else self.train.augment
-        self.images = CatalogImages(catalog, train_rows, training_pixels(preset, preprocessing, self.train.random_erasing),
-                                    preprocessing.image_size, dtype=torch.uint8)
+        pixels = training_pixels(preset, preprocessing, self.train.random_erasing)
+        self.images = CatalogImages(catalog, train_rows, pixels, preprocessing.image_size, dtype=torch.uint8)
         self.amp = self.train.amp == "on" or (self.train.amp == "auto" and fast_bfloat16(device))
         self.validate_every = max(1, round(self.train.validate_every * len(self.sampler)))
         self.trace_every = max(1, len(self.sampler) // LOSS_POINTS_PER_EPOCH)

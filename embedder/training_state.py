@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def save_state(path: Path, state: TrainState, run_identity: dict, modules: dict[
     save_atomically(payload, path)
 
 
-def load_state(path: Path, run_identity: dict, modules: dict[str, object]) -> TrainState | None:
-    """Restore a run saved by save_state when it is the same run (same settings and data); else None."""
+def load_state(path: Path, run_identity: dict, modules: dict[str, object],
+               passed_over: Collection[str] = ()) -> TrainState | None:
+    """Restore a run saved by save_state when it is the same run (same settings and data, see same_run); else None."""
     if not path.is_file():
         return None
     try:
@@ -63,7 +65,7 @@ def load_state(path: Path, run_identity: dict, modules: dict[str, object]) -> Tr
     except Exception as error:  # a state cut off mid-write: start over rather than crash
         log.warning("Ignoring unreadable training state %s: %s", path, error)
         return None
-    if payload.get("format") != STATE_FORMAT or not same_run(payload.get("identity"), run_identity):
+    if payload.get("format") != STATE_FORMAT or not same_run(payload.get("identity"), run_identity, passed_over):
         log.info("Not resuming %s: it belongs to a run with other settings", path)
         return None
     for name, module in modules.items():
@@ -72,11 +74,13 @@ def load_state(path: Path, run_identity: dict, modules: dict[str, object]) -> Tr
     return TrainState(**payload["state"])
 
 
-def same_run(saved: object, current: object) -> bool:
-    """Whether a saved run identity matches the current one. Settings the saved one has and the current one
-    does not are passed over: they were taken out of the identity because a run may change them."""
+def same_run(saved: object, current: object, passed_over: Collection[str] = ()) -> bool:
+    """Whether a saved run identity matches the current one. Settings named in ``passed_over`` that the saved
+    one has and the current one does not are passed over: they were taken out of the identity because a run
+    may change them."""
     if isinstance(saved, dict) and isinstance(current, dict):
-        return all(key in saved and same_run(saved[key], value) for key, value in current.items())
+        return set(saved) - set(current) <= set(passed_over) and \
+            all(key in saved and same_run(saved[key], value, passed_over) for key, value in current.items())
     return saved == current
 
 

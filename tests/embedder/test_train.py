@@ -192,10 +192,20 @@ def test_a_state_saved_with_the_stopping_settings_in_its_identity_still_resumes(
     current = training.run_identity(config, catalog)
     assert "early_stopping" not in current["train"]
     older = {**current, "train": {**current["train"], "early_stopping": 5}}
-    assert same_run(older, current)
-    assert not same_run({**current, "train": {**current["train"], "margin": 0.3}}, current)
+    assert same_run(older, current, training.STOPPING_SETTINGS)
+    assert not same_run(older, current)
+    assert not same_run({**current, "train": {**current["train"], "margin": 0.3}}, current, training.STOPPING_SETTINGS)
     newer_setting = {**current, "train": {key: value for key, value in current["train"].items() if key != "margin"}}
-    assert not same_run(newer_setting, current)
+    assert not same_run(newer_setting, current, training.STOPPING_SETTINGS)
+
+
+def test_random_erasing_off_resumes_runs_saved_before_it_existed_and_on_is_another_run(tmp_path):
+    catalog = ColourCatalog(count=48)
+    off = training.run_identity(small_config(tmp_path, epochs=1), catalog)
+    on = training.run_identity(small_config(tmp_path, epochs=1, random_erasing=0.5), catalog)
+    assert "random_erasing" not in off["train"] and on["train"]["random_erasing"] == 0.5
+    passed_over = training.STOPPING_SETTINGS
+    assert not same_run(off, on, passed_over) and not same_run(on, off, passed_over)
 
 
 def test_time_budget_stops_training(tmp_path):
