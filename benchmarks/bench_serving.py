@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run (default 10)")
     parser.add_argument("--layouts", default="gunicorn,gunicorn_per_worker,batched",
                         help=f"among {', '.join(LAYOUTS)}, each also with -ivf or -flat (that index over the same "
-                             "vectors), -torch or -onnx (embedding with torch or ONNX Runtime) and -multipart (photos sent as forms)")
+                             "vectors), -torch or -onnx (embedding with torch or ONNX Runtime) and -multipart "
+                             "(photos sent as forms)")
     parser.add_argument("--catalog", choices=("auto", "demo", "generated"), default="auto",
                         help="make demo's Fashion-MNIST artifacts, a generated sample catalog, or (auto) the first "
                              "when built")
