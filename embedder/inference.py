@@ -4,7 +4,7 @@ Measured in benchmarks/README.md: on an AVX2-only CPU, bfloat16 is about 5× slo
 emulates it), so "auto" keeps float32 there and takes bfloat16 only on CPUs that compute it natively
 (AVX512-BF16 or AMX: on a 2-core Xeon with AMX, a training step 1.31× and build-index's batches of 128
 1.56× ONNX Runtime's fp32; but small batches of small images, the web app's queries, ran faster on ONNX
-Runtime, see query_precision).
+Runtime, see query_precisions).
 On a GPU, "auto" is float16 autocast. bfloat16 embeddings agree with float32 ones within the tolerance
 tests/embedder/test_inference.py checks. torch.compile is optional: on a 2-core CPU it compiled for
 minutes and ran no faster than eager with BatchNorms folded.
@@ -15,6 +15,7 @@ import contextlib
 import importlib.util
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,13 +62,35 @@ def resolve_runtime(runtime: str, device: str, precision: str = "auto", compile_
 # faster than ONNX Runtime (benchmarks/README.md).
 SMALL_QUERY_IMAGES = 64
 
+# Above SMALL_QUERY_IMAGES, where bf16 is native, batches of queries still run faster in bf16 but a lone query
+# does not: at 224 px on that Xeon one query took 39.2 ms on ONNX Runtime against 58.7 ms in bf16, while 8
+# clients were served 46.2 against 28.4 requests/s (benchmarks/README.md). So the web app keeps both networks
+# and embeds batches of fewer than FEW_QUERIES images in fp32.
+FEW_QUERIES = 2
 
-def query_precision(precision: str, runtime: str, device: str, image_size: int) -> str:
-    """The precision the web app asks for: as configured, except fp32 for small images on a CPU when both
-    precision and runtime are "auto" (which then resolve to ONNX Runtime where it is installed)."""
-    if runtime == precision == "auto" and device == "cpu" and image_size <= SMALL_QUERY_IMAGES:
-        return "fp32"
-    return precision
+
+@dataclass(frozen=True)
+class QueryPrecisions:
+    """The precisions the web app embeds queries in: ``few`` for batches of fewer than FEW_QUERIES images,
+    ``many`` for the others (the same precision when one network serves both)."""
+
+    few: str
+    many: str
+
+    @property
+    def split(self) -> bool:
+        return self.few != self.many
+
+
+def query_precisions(precision: str, runtime: str, device: str, image_size: int) -> QueryPrecisions:
+    """As configured, except on a CPU when both precision and runtime are "auto": fp32 (so ONNX Runtime where
+    it is installed) for small images, and for lone queries of larger ones where bf16 is native."""
+    if runtime == precision == "auto" and device == "cpu":
+        if image_size <= SMALL_QUERY_IMAGES:
+            return QueryPrecisions("fp32", "fp32")
+        if native_bfloat16() and onnx_runtime_installed():
+            return QueryPrecisions("fp32", precision)
+    return QueryPrecisions(precision, precision)
 
 
 def resolve_precision(precision: str, device: str, runtime: str = "torch") -> str:

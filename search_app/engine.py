@@ -340,18 +340,26 @@ def limit_threads(threads: int) -> None:
 
 def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> QueryEmbedder:
     """Images resized on the request's thread and embedded as build-index embeds the catalog: uint8 pixels
-    normalised per batch, BatchNorms folded, channels_last, the configured precision."""
+    normalised per batch, BatchNorms folded, channels_last, the configured precision; where query_precisions
+    splits it, batches of fewer than FEW_QUERIES images go to a second network in their own precision."""
     import torch
 
     from embedder.extract import embed_batch
-    from embedder.inference import prepare_checkpoint, query_precision
+    from embedder.inference import FEW_QUERIES, prepare_checkpoint, query_precisions
     from embedder.transforms import build_pixel_transform, normalize_batch
 
-    preprocessing, runtime = loaded.preprocessing, config.embedder.runtime
-    precision = query_precision(config.embedder.precision, runtime, device, preprocessing.image_size)
-    # Folding (torch) or exporting (ONNX Runtime) makes a copy; the training network is not needed for queries.
-    # The pool's threads do not spin between batches: the requests' own work needs the cores then.
-    model, runtime = prepare_checkpoint(loaded, device, runtime, precision, config.artifacts, spinning=False)
+    preprocessing = loaded.preprocessing
+    precisions = query_precisions(config.embedder.precision, config.embedder.runtime, device, preprocessing.image_size)
+
+    def prepared(precision: str) -> tuple[Callable, str]:
+        # Folding (torch) or exporting (ONNX Runtime) makes a copy; the training network is not needed for queries.
+        # The pool's threads do not spin between batches: the requests' own work needs the cores then.
+        return prepare_checkpoint(loaded, device, config.embedder.runtime, precision, config.artifacts, spinning=False)
+
+    many, runtime = prepared(precisions.many)
+    few, few_runtime = prepared(precisions.few) if precisions.split else (many, runtime)
+    if precisions.split:
+        runtime = f"{few_runtime}+{runtime}"
     log.info("query embedder: %s, batches of up to %d, waiting %.1f ms, %d threads", runtime, config.app.max_batch,
              config.app.batch_wait_ms, torch.get_num_threads())
 
@@ -360,8 +368,14 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> Quer
         # the request threads, which prepare images holding the GIL, spent 0.74 rather than 0.39 ms a query.
         # Pixels prepared here are tensors; a model process receives its workers' as numpy arrays.
         batch = normalize_batch(torch.stack([torch.as_tensor(p) for p in pixels]).to(device), preprocessing)
-        return embed_batch(model, batch, device, precision)
+        if len(pixels) < FEW_QUERIES:
+            return embed_batch(few, batch, device, precisions.few)
+        return embed_batch(many, batch, device, precisions.many)
 
+    if precisions.split:
+        # The start-up probe (load_query_embedder) runs one image, so through the few-queries network only:
+        # the first batch would otherwise pay the other network's warm-up (oneDNN prepares its kernels then).
+        embed([torch.zeros(3, preprocessing.image_size, preprocessing.image_size, dtype=torch.uint8)] * FEW_QUERIES)
     return QueryEmbedder(prepare=build_pixel_transform(preprocessing), embed=embed, runtime=runtime,
                          preprocessing=preprocessing)
 

@@ -128,3 +128,19 @@ def test_inference_settings_are_checked():
         load_config(env={}, overrides={"embedder.precision": "fp8"})
     with pytest.raises(ConfigError, match="embedder.runtime: 'tvm' is not one of"):
         load_config(env={}, overrides={"embedder.runtime": "tvm"})
+
+
+def test_query_precisions_split_only_for_large_images_on_native_bf16_cpus(monkeypatch):
+    from embedder.inference import QueryPrecisions, query_precisions
+
+    monkeypatch.setattr(inference, "onnx_runtime_installed", lambda: True)
+    monkeypatch.setattr(inference, "native_bfloat16", lambda: True)
+    assert query_precisions("auto", "auto", "cpu", 32) == QueryPrecisions("fp32", "fp32")
+    assert query_precisions("auto", "auto", "cpu", 224) == QueryPrecisions("fp32", "auto")
+    assert query_precisions("auto", "auto", "cpu", 224).split
+    # What the operator set, and GPUs, are left alone.
+    assert query_precisions("bf16", "auto", "cpu", 224) == QueryPrecisions("bf16", "bf16")
+    assert query_precisions("auto", "torch", "cpu", 224) == QueryPrecisions("auto", "auto")
+    assert query_precisions("auto", "auto", "cuda", 224) == QueryPrecisions("auto", "auto")
+    monkeypatch.setattr(inference, "native_bfloat16", lambda: False)
+    assert not query_precisions("auto", "auto", "cpu", 224).split

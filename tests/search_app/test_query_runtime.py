@@ -63,3 +63,35 @@ def test_the_web_app_embeds_small_images_with_onnx_runtime_where_bf16_is_native(
         assert engine.health()["runtime"] == "torch"  # bf16 asked for
     finally:
         engine.close()
+
+
+def test_lone_queries_of_large_images_run_in_fp32_and_batches_in_bf16_where_bf16_is_native(sample_artifacts,
+                                                                                           monkeypatch):
+    # The sample catalog's 32 px stand in for large images: there a lone query ran faster on ONNX Runtime in
+    # fp32, a batch faster in bf16 (embedder.inference.FEW_QUERIES).
+    monkeypatch.setattr(inference, "native_bfloat16", lambda: True)
+    monkeypatch.setattr(inference, "SMALL_QUERY_IMAGES", 16)
+    config = config_of(sample_artifacts, "auto", precision="auto")
+    catalog = open_catalog(config.catalog, config.artifacts / "downloads")
+    image = catalog.open_image(0)
+    fp32 = SearchEngine.from_artifacts(config_of(sample_artifacts, "onnxruntime"))
+    split = SearchEngine.from_artifacts(config)
+    try:
+        assert split.health()["runtime"] == "onnxruntime+torch"
+        embedder = split.queries.embedder
+        pixels = embedder.prepare(image)
+        lone, pair = embedder.embed([pixels]), embedder.embed([pixels] * inference.FEW_QUERIES)
+        np.testing.assert_allclose(lone[0], fp32.embed_image(image), atol=1e-5)  # the fp32 network
+        assert not np.allclose(pair[0], lone[0], atol=1e-5)  # another network: bf16 rounds differently
+        assert float(pair[0] @ lone[0]) >= 0.99 and np.array_equal(pair[0], pair[-1])
+        assert split.search(image, 3).neighbours[0].item_id == fp32.search(image, 3).neighbours[0].item_id
+    finally:
+        fp32.close()
+        split.close()
+    # Without ONNX Runtime one torch network serves both, in bf16.
+    monkeypatch.setattr(inference, "onnx_runtime_installed", lambda: False)
+    engine = SearchEngine.from_artifacts(config)
+    try:
+        assert engine.health()["runtime"] == "torch"
+    finally:
+        engine.close()
