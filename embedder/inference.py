@@ -64,8 +64,9 @@ SMALL_QUERY_IMAGES = 64
 
 # Above SMALL_QUERY_IMAGES, where bf16 is native, batches of queries still run faster in bf16 but a lone query
 # does not: at 224 px on that Xeon one query took 39.2 ms on ONNX Runtime against 58.7 ms in bf16, while 8
-# clients were served 46.2 against 28.4 requests/s (benchmarks/README.md). So the web app keeps both networks
-# and embeds batches of fewer than FEW_QUERIES images in fp32.
+# clients were served 28.4 against 46.2 requests/s. So the web app keeps both networks and embeds batches of
+# fewer than FEW_QUERIES images in fp32: served side by side, a lone query 40.2 against 59.2 ms with bf16
+# alone, 8 clients 45.9 against 38.6 requests/s (benchmarks/README.md).
 FEW_QUERIES = 2
 
 
