@@ -76,14 +76,19 @@ class EmbedderConfig:
     # faster than torch in the web app's batches of 8 and 1.25-1.4× in build-index's of 128
     # (benchmarks/README.md); it exports once (7-15 s) to a file beside the checkpoint.
     runtime: str = "auto"
+    # build-index: embed each image and its mirror image in one pass and keep the mean direction of the two
+    # vectors (test-time augmentation); queries then follow the index (embeddings.h5 records it). Twice the
+    # forward cost a query; off by default.
+    mirror_average: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("embedder.backbone", self.backbone, ("resnet50",))
         _check_choice("embedder.device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("embedder.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _check_choice("embedder.runtime", self.runtime, ("auto", "torch", "onnxruntime"))
-        if not isinstance(self.compile, bool):
-            raise ConfigError(f"embedder.compile: {self.compile!r} must be true or false")
+        for key in ("compile", "mirror_average"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"embedder.{key}: {getattr(self, key)!r} must be true or false")
         if self.image_size is not None:
             _check_range("embedder.image_size", self.image_size, 16, 1024)
         _check_range("embedder.embedding_size", self.embedding_size, 2, 4096)

@@ -138,6 +138,7 @@ class InProcess:
         from embedder.checkpoint import load_checkpoint
         from embedder.inference import prepare_checkpoint
         from embedder.transforms import build_transform
+        from indexer.embeddings_file import read_embeddings
         from search_app.engine import SearchEngine
         from search_app.uploads import decode_image
 
@@ -146,8 +147,10 @@ class InProcess:
         self.engine = SearchEngine.from_artifacts(config)
         self.loaded = load_checkpoint(config.artifacts / "embedder.pt")
         # The network as the server runs it: the same runtime (ONNX Runtime, or torch with BatchNorms folded).
+        mirror_average = read_embeddings(config.artifacts / "embeddings.h5").mirror_average
         self.model, self.runtime = prepare_checkpoint(self.loaded, "cpu", config.embedder.runtime,
-                                                      config.embedder.precision, config.artifacts, spinning=False)
+                                                      config.embedder.precision, config.artifacts, spinning=False,
+                                                      mirror_average=mirror_average)
         transform = build_transform(self.loaded.preprocessing)
         self.tensors = torch.stack([transform(decode_image(data, "q.png", 10**8)) for data in files])
         self.image_size = self.loaded.preprocessing.image_size

@@ -25,7 +25,7 @@ def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
     log.info("Catalog %s at %s: %d items, %d classes", catalog.kind, catalog.root, len(catalog), len(catalog.class_names))
     embedder = provide_embedder(config.embedder, catalog, artifacts, device)
     output = artifacts / EMBEDDINGS_NAME
-    attributes = embeddings_attributes(catalog, embedder, config.catalog.subset)
+    attributes = embeddings_attributes(catalog, embedder, config.catalog.subset, config.embedder.mirror_average)
     if not force and is_current(output, attributes, len(catalog)):
         log.info("%s is up to date; reusing it (build-index --force rebuilds)", output)
         with h5py.File(output, "r") as handle:
@@ -44,6 +44,7 @@ def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
         precision=config.embedder.precision,
         compile_model=config.embedder.compile,
         runtime=config.embedder.runtime,
+        mirror_average=config.embedder.mirror_average,
     )
 
 
@@ -58,7 +59,8 @@ def is_current(path: Path, attributes: dict, catalog_items: int) -> bool:
     except (OSError, KeyError):
         return False
     same = all(stored.get(key) == attributes[key] for key in ("checkpoint_sha256", "catalog_kind", "catalog_root", "catalog_subset"))
-    # Files from before catalog options existed were made with none.
+    # Files from before catalog options and mirror averaging existed were made with neither.
     same = same and stored.get("catalog_options", "{}") == attributes.get("catalog_options", "{}")
+    same = same and bool(stored.get("mirror_average", False)) == attributes["mirror_average"]
     return same and rows + int(stored.get("skipped", 0)) == catalog_items
 

@@ -89,10 +89,11 @@ def embed_pil_images(
     return embed_batch(model, batch, device, precision)
 
 
-def catalog_identity(catalog: Catalog, embedder: LoadedEmbedder) -> dict:
-    """What must match for stored rows to be reused: the model and the exact list of items."""
+def catalog_identity(catalog: Catalog, embedder: LoadedEmbedder, mirror_average: bool = False) -> dict:
+    """What must match for stored rows to be reused: the model, how it ran, and the exact list of items."""
     return {
         "checkpoint_sha256": embedder.sha256,
+        "mirror_average": mirror_average,
         "catalog_kind": catalog.kind,
         "catalog_root": str(catalog.root),
         "items": len(catalog),
@@ -112,11 +113,17 @@ def embed_catalog(
     precision: str = "auto",
     compile_model: bool = False,
     runtime: str = "auto",
+    mirror_average: bool = False,
 ) -> ExtractionReport:
     """Embed every catalog image into ``output`` (HDF5), resuming an interrupted run; returns the report.
 
-    ``precision``, ``compile_model`` and ``runtime`` choose how the network runs (embedder.inference).
+    ``precision``, ``compile_model`` and ``runtime`` choose how the network runs (embedder.inference);
+    ``mirror_average`` averages each image's vector with its mirror image's (MirrorAveraged), and must
+    match ``attributes["mirror_average"]`` (embeddings_attributes), which tells queries to do the same.
     """
+    if bool(attributes.get("mirror_average", False)) != mirror_average:
+        raise ValueError(f"mirror_average={mirror_average} but the attributes to store say "
+                         f"{attributes.get('mirror_average', False)}")
     if len(catalog) == 0:
         raise ValueError(f"the {catalog.kind} catalog at {catalog.root} has no items")
     started = time.perf_counter()
@@ -126,15 +133,16 @@ def embed_catalog(
         output.with_name(output.name + ".partial"),
         len(catalog),
         embedder.model.embedding_size,
-        catalog_identity(catalog, embedder),
+        catalog_identity(catalog, embedder, mirror_average),
     )
     try:
         resumed = partial.rows_done
         pending = partial.pending_rows()
-        model, runtime = prepare_checkpoint(embedder, device, runtime, precision, output.parent, compile_model)
+        model, runtime = prepare_checkpoint(embedder, device, runtime, precision, output.parent, compile_model,
+                                            mirror_average=mirror_average)
         precision = resolve_precision(precision, device, runtime)
-        log.info("Embedding %d images on %s with %s in %s%s", len(pending), device, runtime, precision,
-                 ", compiled" if compile_model else "")
+        log.info("Embedding %d images on %s with %s in %s%s%s", len(pending), device, runtime, precision,
+                 ", compiled" if compile_model else "", ", averaged with their mirror images" if mirror_average else "")
         images = CatalogImages(catalog, pending, build_pixel_transform(embedder.preprocessing),
                                embedder.preprocessing.image_size, torch.uint8)
         with tqdm(total=len(catalog), initial=resumed, unit="img", desc="embedding", smoothing=0.1) as progress:
@@ -190,11 +198,12 @@ def _batches(images: CatalogImages, batch_size: int, workers: int | None, device
     return iter(loader)
 
 
-def embeddings_attributes(catalog: Catalog, embedder: LoadedEmbedder, subset: str) -> dict:
-    """The HDF5 attributes that tell readers which model and catalog made the vectors."""
+def embeddings_attributes(catalog: Catalog, embedder: LoadedEmbedder, subset: str, mirror_average: bool = False) -> dict:
+    """The HDF5 attributes that tell readers which model and catalog made the vectors, and how."""
     return {
         "model_name": embedder.model.backbone,
         "checkpoint_sha256": embedder.sha256,
+        "mirror_average": mirror_average,
         "checkpoint_path": str(embedder.path.resolve()),
         "embedding_size": embedder.model.embedding_size,
         "preprocessing": json.dumps(embedder.preprocessing.to_dict()),

@@ -126,26 +126,49 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
     return fuse(model.eval(), inplace=False)
 
 
+class MirrorAveraged(torch.nn.Module):
+    """The network's vector for an image and for its mirror image, averaged (the mean direction, unit length).
+
+    Test-time augmentation (embedder.mirror_average): the vector no longer depends on which way a garment
+    faces. Both halves go through the network as one batch of 2N, so a small batch keeps the cores as busy.
+    Measured on Fashion-MNIST (two 32-px checkpoints, index and queries both averaged): test kNN top-1
+    93.37 -> 93.50 % and 93.40 -> 93.61 %.
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # Rows 0..N-1 are the images, N..2N-1 their mirror images: (2N, D) -> (2, N, D), summed over the pair.
+        # (chunk(2) would pin the ONNX export's batch size.)
+        both = self.network(torch.cat([images, images.flip(-1)]))
+        return torch.nn.functional.normalize(both.unflatten(0, (2, -1)).sum(0), dim=1)
+
+
 def prepare_checkpoint(loaded: LoadedEmbedder, device: str, runtime: str, precision: str, artifacts: Path,
-                       compile_model: bool = False, spinning: bool = True) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+                       compile_model: bool = False, spinning: bool = True,
+                       mirror_average: bool = False) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """A loaded checkpoint's network ready for inference (prepare_model) with ``runtime`` resolved, and that
     runtime; with ONNX Runtime, its export is kept in (and loaded from) ``artifacts``, named by the checkpoint."""
     from embedder.onnx_runtime import exported_model_path
 
     runtime = resolve_runtime(runtime, device, precision, compile_model)
     size = loaded.preprocessing.image_size
-    model = prepare_model(loaded.model, device, compile_model, runtime, size,
-                          saved_export=exported_model_path(artifacts, loaded.sha256, size), spinning=spinning)
+    saved_export = exported_model_path(artifacts, loaded.sha256, size, mirror_average)
+    model = prepare_model(loaded.model, device, compile_model, runtime, size, saved_export=saved_export,
+                          spinning=spinning, mirror_average=mirror_average)
     return model, runtime
 
 
 def prepare_model(model: torch.nn.Module, device: str, compile_model: bool = False, runtime: str = "torch",
                   image_size: int = 224, saved_export: Path | None = None,
-                  spinning: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+                  spinning: bool = True, mirror_average: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """A copy of the network for inference: BatchNorms folded, on ``device``, channels_last, compiled if asked;
     or, with ``runtime`` "onnxruntime" (a resolved runtime, see resolve_runtime), exported to ONNX Runtime
     for ``image_size`` px images (CPU only), loaded from or saved to ``saved_export``
     (embedder.onnx_runtime.exported_model_path), its pool threads ``spinning`` or not between batches.
+    With ``mirror_average``, the network inside MirrorAveraged.
 
     torch.compile compiles on the first batch of each shape (a minute or more on a small CPU), so
     callers keep batches one shape (see embed_catalog) and compile only for long runs.
@@ -157,6 +180,9 @@ def prepare_model(model: torch.nn.Module, device: str, compile_model: bool = Fal
                              "and embedder.compile to false, or embedder.runtime to torch")
         from embedder.onnx_runtime import OnnxRuntimeModel
 
-        return OnnxRuntimeModel(model, image_size, saved=saved_export, spinning=spinning)
+        return OnnxRuntimeModel(MirrorAveraged(model) if mirror_average else model, image_size, saved=saved_export,
+                                spinning=spinning)
     model = fold_batch_norms(model).to(device).to(memory_format=torch.channels_last)
+    if mirror_average:
+        model = MirrorAveraged(model)
     return torch.compile(model, dynamic=False) if compile_model else model

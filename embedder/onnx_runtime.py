@@ -29,9 +29,11 @@ INSTALL_HINT = "embedder.runtime 'onnxruntime' needs onnxruntime, onnx and onnxs
 EXPORT_PREFIX = "embedder-"
 
 
-def exported_model_path(directory: Path, checkpoint_sha256: str, image_size: int) -> Path:
-    """Where the ONNX export of the checkpoint with this hash, for images of this size, is kept."""
-    return Path(directory) / f"{EXPORT_PREFIX}{checkpoint_sha256[:16]}-{image_size}px.onnx"
+def exported_model_path(directory: Path, checkpoint_sha256: str, image_size: int, mirror_average: bool = False) -> Path:
+    """Where the ONNX export of the checkpoint with this hash, for images of this size (averaged with their
+    mirror images or not, see embedder.inference.MirrorAveraged), is kept."""
+    mirrored = "-mirror" if mirror_average else ""
+    return Path(directory) / f"{EXPORT_PREFIX}{checkpoint_sha256[:16]}-{image_size}px{mirrored}.onnx"
 
 
 class OnnxRuntimeModel:

@@ -67,6 +67,9 @@ class EmbeddingsFile:
     attributes: np.ndarray | None = None  # N x A int8
     attribute_names: list[str] = field(default_factory=list)
     attribute_kinds: list[str] = field(default_factory=list)
+    # Whether each vector is the mean of the image's and its mirror image's (embedder.mirror_average), as the
+    # queries' must then be; files from before the option were made without.
+    mirror_average: bool = False
 
     @property
     def count(self) -> int:
@@ -234,7 +237,8 @@ def _read_attrs(path: Path, handle: h5py.File) -> dict[str, Any]:
     text_attrs = ("model_name", "checkpoint_sha256", "checkpoint_path", "catalog_kind", "catalog_root",
                   "catalog_subset", "created_at")
     attrs.update({name: str(attrs[name]) for name in text_attrs})
-    attrs.update(preprocessing=preprocessing, class_names=class_names, has_titles=bool(attrs["has_titles"]))
+    attrs.update(preprocessing=preprocessing, class_names=class_names, has_titles=bool(attrs["has_titles"]),
+                 mirror_average=bool(handle.attrs.get("mirror_average", False)))
     return attrs
 
 

@@ -217,6 +217,7 @@ def _protocol(vectors, query_rows, index_rows, query_splits, index_splits, k, me
         "embeddings_file": str(vectors.source),
         "model_name": vectors.model_name,
         "checkpoint_sha256": vectors.checkpoint_sha256,
+        "mirror_average": vectors.mirror_average,
         "mode": LEAVE_ONE_OUT if leave_one_out else "held-out split",
         "query_split": "all" if leave_one_out else query_splits[0],
         "index_splits": ["all"] if leave_one_out else list(index_splits),

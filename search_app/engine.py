@@ -317,7 +317,7 @@ def pixel_transform(preprocessing: Any) -> Callable[[Image.Image], Any]:
 def load_query_embedder(config: Config, stored: EmbeddingsFile, index: faiss.Index, device: str) -> QueryEmbedder:
     """The embedder of the checkpoint that made ``stored``, ready for queries and checked against ``index``."""
     loaded = _load_matching_checkpoint(stored, config.artifacts / CHECKPOINT_NAME, device)
-    query_embedder = _query_embedder(loaded, device, config)
+    query_embedder = _query_embedder(loaded, device, config, stored.mirror_average)
     # One query at start-up: the first shopper does not wait for the warm-up, and a model that
     # does not fit the index is found now rather than on every request.
     probe = query_embedder.embed_one(Image.new("RGB", (64, 64), "white"))
@@ -338,10 +338,11 @@ def limit_threads(threads: int) -> None:
     limit_search_threads(threads)
 
 
-def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> QueryEmbedder:
+def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_average: bool) -> QueryEmbedder:
     """Images resized on the request's thread and embedded as build-index embeds the catalog: uint8 pixels
-    normalised per batch, BatchNorms folded, channels_last, the configured precision; where query_precisions
-    splits it, batches of fewer than FEW_QUERIES images go to a second network in their own precision."""
+    normalised per batch, BatchNorms folded, channels_last, the configured precision, averaged with their
+    mirror images when the index's vectors were; where query_precisions splits it, batches of fewer than
+    FEW_QUERIES images go to a second network in their own precision."""
     import torch
 
     from embedder.extract import embed_batch
@@ -354,7 +355,8 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config) -> Quer
     def prepared(precision: str) -> tuple[Callable, str]:
         # Folding (torch) or exporting (ONNX Runtime) makes a copy; the training network is not needed for queries.
         # The pool's threads do not spin between batches: the requests' own work needs the cores then.
-        return prepare_checkpoint(loaded, device, config.embedder.runtime, precision, config.artifacts, spinning=False)
+        return prepare_checkpoint(loaded, device, config.embedder.runtime, precision, config.artifacts, spinning=False,
+                                  mirror_average=mirror_average)
 
     many, runtime = prepared(precisions.many)
     few, few_runtime = prepared(precisions.few) if precisions.split else (many, runtime)

@@ -46,6 +46,7 @@ def test_image_size_none_and_values():
         ({}, {"train.early_stopping_after": "1.5"}, "train.early_stopping_after"),
         ({}, {"train.early_stopping_after": "-0.1"}, "train.early_stopping_after"),
         ({}, {"train.random_erasing": "1.5"}, "train.random_erasing"),
+        ({}, {"embedder.mirror_average": "sometimes"}, "embedder.mirror_average"),
     ],
 )
 def test_unknown_keys_and_bad_values_name_the_key(env, overrides, named):

@@ -95,3 +95,28 @@ def test_lone_queries_of_large_images_run_in_fp32_and_batches_in_bf16_where_bf16
         assert engine.health()["runtime"] == "torch"
     finally:
         engine.close()
+
+
+def test_queries_are_mirror_averaged_when_the_index_was(sample_artifacts, tmp_path):
+    from PIL import ImageOps
+
+    from tests.search_app.live import build_sample_artifacts
+
+    # The setting is build-index's; the app follows embeddings.h5 whatever its own configuration says.
+    built = build_sample_artifacts(tmp_path, ("embedder.mirror_average=true",))
+    assert built[-2:] == ["--set", "embedder.mirror_average=true"]
+    config = config_of(built[:-2], "auto", "auto")
+    assert not config.embedder.mirror_average
+    catalog = open_catalog(config.catalog, config.artifacts / "downloads")
+    image = catalog.open_image(1)
+    mirror = ImageOps.mirror(image)
+    engine = SearchEngine.from_artifacts(config)
+    plain = SearchEngine.from_artifacts(config_of(sample_artifacts, "auto", "auto"))  # the same catalog, not averaged
+    try:
+        assert not np.allclose(plain.embed_image(mirror), plain.embed_image(image), atol=1e-3)
+        np.testing.assert_allclose(engine.embed_image(mirror), engine.embed_image(image), atol=1e-5)
+        found = engine.search(mirror, 3).neighbours[0]
+        assert found.item_id == catalog.items[1].item_id and found.similarity >= 0.9999
+    finally:
+        engine.close()
+        plain.close()
