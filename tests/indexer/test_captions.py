@@ -58,6 +58,27 @@ def test_consensus_choice_equals_the_hand_computed_one():
     assert consensus_choice(["", "Navy Blouse"]) == 1 and consensus_choice(["", " "]) == -1
 
 
+def test_consensus_choice_equals_comparing_every_pair_of_neighbours():
+    # consensus_choice compares each pair of distinct titles once; the plain definition compares them all.
+    def reference(titles: list[str]) -> int:
+        present = [position for position, title in enumerate(titles) if title.strip()]
+        best, best_score = (present[0] if present else -1), -1.0
+        for position in present:
+            others = [title_similarity(tokenize(titles[position]), tokenize(titles[other]))
+                      for other in present if other != position]
+            score = sum(others) / len(others) if others else 0.0
+            if score > best_score + 1e-12:
+                best, best_score = position, score
+        return best
+
+    rng = np.random.default_rng(3)
+    words = ["red", "navy", "striped", "floral", "tee", "blouse", "lace", "crop", "top", "--"]
+    for _ in range(300):
+        pool = [" ".join(rng.choice(words, size=rng.integers(0, 6))) for _ in range(5)]
+        titles = [str(rng.choice(pool)) for _ in range(int(rng.integers(1, 16)))]
+        assert consensus_choice(titles) == reference(titles), titles
+
+
 def test_consensus_captions_follow_the_neighbour_rows():
     titles = ["Red Tee", "Red Striped Tee", "Navy Blouse", "Red Tee", ""]
     I = np.array([[2, 1, 0, 3], [2, -1, -1, -1], [4, -1, -1, -1]])
