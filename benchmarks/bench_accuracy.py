@@ -27,11 +27,13 @@ from indexer.report import evaluation_table
 CONFIG = Path("configs/demo.toml")
 
 
-def untrained_embeddings(config, catalog, directory: Path) -> Path:
-    """Embed the catalog with a randomly initialised network (the same seed as training starts from)."""
-    model, origin = create_embedder(dataclasses.replace(config.embedder, weights="none"))
+def untrained_embeddings(config, catalog, directory: Path, image_size: int) -> Path:
+    """Embed the catalog with a randomly initialised network (the same seed as training starts from), at the
+    trained embedder's image size."""
+    settings = dataclasses.replace(config.embedder, weights="none", image_size=image_size)
+    model, origin = create_embedder(settings)
     checkpoint = directory / "untrained.pt"
-    save_checkpoint(checkpoint, model, catalog_preprocessing(config.embedder, catalog), origin)
+    save_checkpoint(checkpoint, model, catalog_preprocessing(settings, catalog), origin)
     loaded = load_checkpoint(checkpoint)
     output = directory / "untrained.h5"
     embed_catalog(catalog, loaded, output, embeddings_attributes(catalog, loaded, config.catalog.subset),
@@ -57,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     runs = {"raw pixels (cosine)": dataclasses.replace(trained, embeddings=pixels)}
     with tempfile.TemporaryDirectory() as directory:
         started = time.perf_counter()
-        runs["untrained ResNet-50 embedder"] = read_embeddings(untrained_embeddings(config, catalog, Path(directory)))
+        image_size = int(trained.preprocessing["image_size"])
+        runs[f"untrained ResNet-50 embedder ({image_size} px)"] = read_embeddings(
+            untrained_embeddings(config, catalog, Path(directory), image_size))
         untrained_seconds = time.perf_counter() - started
     runs["trained embedder (" + trained.checkpoint_sha256[:8] + ")"] = trained
     k = config.index.k
