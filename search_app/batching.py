@@ -105,7 +105,7 @@ class MicroBatcher(Generic[T, R]):
                 "items": self.items,
                 "mean_batch": round(self.items / self.batches, 3) if self.batches else 0.0,
                 "largest_batch": self.largest,
-                "busy_seconds": round(self.busy_s, 3),
+                "busy_seconds": round(self.busy_s, 6),
             }
 
     def _loop(self) -> None:
