@@ -44,7 +44,6 @@ def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
         precision=config.embedder.precision,
         compile_model=config.embedder.compile,
         runtime=config.embedder.runtime,
-        mirror_average=config.embedder.mirror_average,
     )
 
 

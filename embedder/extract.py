@@ -113,17 +113,14 @@ def embed_catalog(
     precision: str = "auto",
     compile_model: bool = False,
     runtime: str = "auto",
-    mirror_average: bool = False,
 ) -> ExtractionReport:
     """Embed every catalog image into ``output`` (HDF5), resuming an interrupted run; returns the report.
 
-    ``precision``, ``compile_model`` and ``runtime`` choose how the network runs (embedder.inference);
-    ``mirror_average`` averages each image's vector with its mirror image's (MirrorAveraged), and must
-    match ``attributes["mirror_average"]`` (embeddings_attributes), which tells queries to do the same.
+    ``precision``, ``compile_model`` and ``runtime`` choose how the network runs (embedder.inference).
+    ``attributes["mirror_average"]`` (embeddings_attributes) says whether each image's vector is averaged
+    with its mirror image's (MirrorAveraged): what the file tells queries is what is done here.
     """
-    if bool(attributes.get("mirror_average", False)) != mirror_average:
-        raise ValueError(f"mirror_average={mirror_average} but the attributes to store say "
-                         f"{attributes.get('mirror_average', False)}")
+    mirror_average = bool(attributes.get("mirror_average", False))
     if len(catalog) == 0:
         raise ValueError(f"the {catalog.kind} catalog at {catalog.root} has no items")
     started = time.perf_counter()
