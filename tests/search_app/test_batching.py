@@ -75,6 +75,29 @@ def test_a_lone_query_does_not_wait():
         batcher.close()
 
 
+def test_a_lone_query_runs_on_its_own_thread_and_queries_arriving_meanwhile_wait_for_the_model():
+    threads: list[str] = []
+    square = SlowSquare(seconds=0.3)
+
+    def recording(items):
+        threads.append(threading.current_thread().name)
+        return square(items)
+
+    batcher = MicroBatcher(recording, max_batch=8, max_wait_s=0.05)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="lone") as pool:
+            lone = pool.submit(lambda: batcher.submit(100))
+            time.sleep(0.1)  # the lone query is running now
+            later = submit_all(batcher, [1, 2, 3])
+            assert lone.result().tolist() == [100, 10_000]
+    finally:
+        batcher.close()
+    assert [output.tolist() for output in later] == [[i, i * i] for i in (1, 2, 3)]
+    assert threads[0].startswith("lone") and all(name == "embedder-batcher" for name in threads[1:])
+    assert square.batches[0] == [100] and square.most_running == 1  # the later ones waited for the model
+    assert batcher.stats()["items"] == 4
+
+
 def test_after_concurrent_traffic_the_wait_adapts_back_to_one():
     square = SlowSquare(seconds=0.01)
     batcher = MicroBatcher(square, max_batch=8, max_wait_s=0.3)
