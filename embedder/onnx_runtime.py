@@ -40,8 +40,13 @@ class OnnxRuntimeModel:
     """Called like the torch network (a float32 N×3×S×S batch in, N×D embeddings out), run by ONNX Runtime.
 
     ``saved``: an exported model to load, or to write after exporting when it is not there (or unreadable).
-    ``spinning``: whether idle pool threads spin waiting for work, as suits a long run of batches; a
+    ``spinning``: whether idle pool threads go on spinning between runs, as suits a long run of batches; a
     server turns it off so that its pool does not keep a core from the requests' own work between batches.
+    Within a run they always spin: a ResNet-50 over one 32-px image is ~170 short operators, and a pool that
+    sleeps wakes its threads for each of them (2026-12-03, 2-core AMX Xeon, 2 threads: one image 2.84 ms
+    sleeping against 1.89 spinning, 8 images 10.5 against 9.2 ms). Stopping the spin at the end of each run
+    (session.force_spinning_stop) kept the pool's CPU use between runs at 1 % of a core, against a whole
+    core when it spins on.
     """
 
     def __init__(self, model: torch.nn.Module, image_size: int, threads: int | None = None,
@@ -52,7 +57,9 @@ class OnnxRuntimeModel:
             raise RuntimeError(INSTALL_HINT) from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        if not spinning:
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = None
         if saved is not None and saved.is_file():
             try:

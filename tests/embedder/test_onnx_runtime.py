@@ -80,3 +80,18 @@ def test_build_index_embeds_with_onnx_runtime_and_leaves_its_export(tmp_path, mo
                            batch_size=4, workers=0)
     assert (report.runtime, report.precision, report.embedded) == ("onnxruntime", "fp32", 6)
     assert [path.name for path in tmp_path.glob("*.onnx")] == [exported_model_path(tmp_path, loaded.sha256, 32).name]
+
+
+@pytest.mark.parametrize("spinning", [True, False])
+def test_pool_threads_spin_within_runs_and_between_them_only_when_asked(tmp_path, spinning):
+    network = EmbeddingNet(embedding_size=8).eval()
+    model = prepare_model(network, "cpu", runtime="onnxruntime", image_size=32,
+                          saved_export=tmp_path / "export.onnx", spinning=spinning)
+    options = model.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    if spinning:  # the setting is absent: ONNX Runtime's default, spinning on between runs
+        with pytest.raises(RuntimeError, match="force_spinning_stop"):
+            options.get_session_config_entry("session.force_spinning_stop")
+    else:
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 8)
