@@ -158,7 +158,9 @@ def _wait_ready(ready: int, process: subprocess.Popen, timeout_s: float) -> str:
 def run_model_process(config: Config, address: ModelAddress, threads: int, ready: IO[str]) -> None:
     """The model process: load the embedder and index, then answer the workers until terminated."""
     try:
-        searcher = load_searcher(config, threads)
+        # Batches on this, the main thread (searcher.batcher.serve() below): torch's CPU forward passes ran
+        # slower on any other (search_app.batching). With max_batch 1 they run on the connections' threads.
+        searcher = load_searcher(config, threads, own_thread=False)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address.path)  # left by a model process that died
         listener = Listener(address.path, family="AF_UNIX", authkey=address.authkey)
@@ -170,7 +172,12 @@ def run_model_process(config: Config, address: ModelAddress, threads: int, ready
     ready.write(f"{OK}\n")
     ready.close()
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watcher", daemon=True).start()
-    ModelServer(searcher, listener).serve_forever()
+    server = ModelServer(searcher, listener)
+    if searcher.batcher.max_batch == 1:
+        server.serve_forever()
+        return
+    threading.Thread(target=server.serve_forever, name="model-connections", daemon=True).start()
+    searcher.batcher.serve()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -181,8 +188,9 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def load_searcher(config: Config, threads: int) -> QuerySearcher:
-    """The artifacts' index and the checkpoint that made it, embedding and scanning in micro-batches."""
+def load_searcher(config: Config, threads: int, own_thread: bool = True) -> QuerySearcher:
+    """The artifacts' index and the checkpoint that made it, embedding and scanning in micro-batches (on a
+    thread of the batcher's own, or with ``own_thread`` false where ``searcher.batcher.serve()`` is called)."""
     from indexer.embeddings_file import read_embeddings
     from indexer.index import load_index
     from search_app.engine import artifact_paths, limit_threads, load_query_embedder, query_device
@@ -192,7 +200,8 @@ def load_searcher(config: Config, threads: int) -> QuerySearcher:
     index = load_index(index_path, embeddings_path, config.index.gpu)
     limit_threads(threads)
     embedder = load_query_embedder(config, stored, index, query_device(config))
-    return QuerySearcher(embedder, index, threading.Lock(), config.app.max_batch, config.app.batch_wait_ms / 1e3)
+    return QuerySearcher(embedder, index, threading.Lock(), config.app.max_batch, config.app.batch_wait_ms / 1e3,
+                         own_thread=own_thread)
 
 
 class ModelServer:

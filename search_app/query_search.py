@@ -51,12 +51,14 @@ class QuerySearcher:
     """Embed a query image and find its ``depth`` nearest rows, sharing the work with concurrent queries."""
 
     def __init__(self, embedder: QueryEmbedder, index: faiss.Index, index_lock: threading.Lock,
-                 max_batch: int = 1, max_wait_s: float = 0.0) -> None:
+                 max_batch: int = 1, max_wait_s: float = 0.0, own_thread: bool = True) -> None:
         self.embedder = embedder
         self.index = index
         # Held for every search of the index: faiss GPU indexes must not be searched concurrently.
         self.index_lock = index_lock
-        self.batcher = MicroBatcher(self._embed_and_search, max_batch=max_batch, max_wait_s=max_wait_s)
+        # own_thread false: the batches run where the owner calls self.batcher.serve() (search_app.batching).
+        self.batcher = MicroBatcher(self._embed_and_search, max_batch=max_batch, max_wait_s=max_wait_s,
+                                    own_thread=own_thread)
         self.embed_s = self.scan_s = 0.0  # where the batches' time goes, for /healthz
 
     def stats(self) -> dict[str, Any]:
