@@ -17,6 +17,7 @@ class SlowSquare:
     def __init__(self, seconds: float = 0.05) -> None:
         self.seconds = seconds
         self.batches: list[list[int]] = []
+        self.threads: list[str] = []  # the thread each batch ran on
         self.running = 0
         self.most_running = 0
         self.lock = threading.Lock()
@@ -26,6 +27,7 @@ class SlowSquare:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
             self.batches.append(list(items))
+            self.threads.append(threading.current_thread().name)
         if any(item < 0 for item in items):
             with self.lock:
                 self.running -= 1
@@ -76,14 +78,8 @@ def test_a_lone_query_does_not_wait():
 
 
 def test_a_lone_query_runs_on_its_own_thread_and_queries_arriving_meanwhile_wait_for_the_model():
-    threads: list[str] = []
     square = SlowSquare(seconds=0.3)
-
-    def recording(items):
-        threads.append(threading.current_thread().name)
-        return square(items)
-
-    batcher = MicroBatcher(recording, max_batch=8, max_wait_s=0.05)
+    batcher = MicroBatcher(square, max_batch=8, max_wait_s=0.05)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="lone") as pool:
             lone = pool.submit(lambda: batcher.submit(100))
@@ -93,20 +89,14 @@ def test_a_lone_query_runs_on_its_own_thread_and_queries_arriving_meanwhile_wait
     finally:
         batcher.close()
     assert [output.tolist() for output in later] == [[i, i * i] for i in (1, 2, 3)]
-    assert threads[0].startswith("lone") and all(name == "embedder-batcher" for name in threads[1:])
+    assert square.threads[0].startswith("lone") and all(name == "embedder-batcher" for name in square.threads[1:])
     assert square.batches[0] == [100] and square.most_running == 1  # the later ones waited for the model
     assert batcher.stats()["items"] == 4
 
 
 def test_without_a_thread_of_its_own_every_batch_runs_on_the_thread_that_serves():
-    threads: list[str] = []
     square = SlowSquare(seconds=0.01)
-
-    def recording(items):
-        threads.append(threading.current_thread().name)
-        return square(items)
-
-    batcher = MicroBatcher(recording, max_batch=8, max_wait_s=0.05, own_thread=False)
+    batcher = MicroBatcher(square, max_batch=8, max_wait_s=0.05, own_thread=False)
     server = threading.Thread(target=batcher.serve, name="serving")
     server.start()
     try:
@@ -118,8 +108,8 @@ def test_without_a_thread_of_its_own_every_batch_runs_on_the_thread_that_serves(
         server.join(5)
     assert not server.is_alive()  # close() ended serve()
     assert [output.tolist() for output in outputs] == [[i, i * i] for i in range(6)]
-    assert set(threads) == {"serving"} and square.most_running == 1
-    threaded = MicroBatcher(recording, max_batch=8)
+    assert set(square.threads) == {"serving"} and square.most_running == 1
+    threaded = MicroBatcher(square, max_batch=8)
     with pytest.raises(RuntimeError, match="runs its batches itself"):
         threaded.serve()
     threaded.close()
