@@ -63,7 +63,6 @@ class MicroBatcher(Generic[T, R]):
         self.busy_s = 0.0  # time spent in run_batch: with the batches' count, how busy the model is
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._serving = threading.Event()  # set while serve() runs the batches
         if max_batch > 1 and own_thread:
             self._thread = threading.Thread(target=self._loop, name=f"{name}-batcher", daemon=True)
             self._thread.start()
@@ -112,13 +111,12 @@ class MicroBatcher(Generic[T, R]):
         """Run the batches on the calling thread until close() (for a batcher made with own_thread false)."""
         if self._thread is not None or self.max_batch == 1:
             raise RuntimeError("this batcher runs its batches itself")
-        self._serving.set()
         self._loop()
 
     def close(self) -> None:
         """Stop the batching thread (or serve()) after the batches already queued."""
         self._closed = True
-        if self._thread is not None or self._serving.is_set():
+        if self.max_batch > 1:  # the stop signal ends whichever thread runs the batches (or waits in the queue)
             with self._changed:
                 self._queue.append(_STOP)
                 self._changed.notify_all()
