@@ -132,6 +132,9 @@ class TrainConfig:
     # Share of the schedule (by epochs or time budget, whichever is further on) before which validations
     # without improvement are not counted towards early_stopping.
     early_stopping_after: float = 0.5
+    # Decay of an exponential moving average of the weights, updated every step; validation and the kept
+    # checkpoint use the average. 0 turns it off; 0.999 averages over about the last 1,000 steps.
+    ema_decay: float = 0.0
     amp: str = "auto"  # bfloat16 autocast: auto (on GPUs and on CPUs with AVX512-BF16 or AMX), on, off
     seed: int = 0
 
@@ -151,6 +154,8 @@ class TrainConfig:
         for key in ("margin", "lr", "weight_decay", "warmup_epochs", "aux_loss_weight", "validate_every",
                     "early_stopping_after", "random_erasing"):
             _check_nonnegative(f"train.{key}", getattr(self, key))
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay: {self.ema_decay!r} must be at least 0 and below 1 (0 turns it off)")
         for key in ("early_stopping_after", "random_erasing"):
             if getattr(self, key) > 1:
                 raise ConfigError(f"train.{key}: {getattr(self, key)!r} must be a number from 0 to 1")

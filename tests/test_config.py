@@ -46,6 +46,8 @@ def test_image_size_none_and_values():
         ({}, {"train.early_stopping_after": "1.5"}, "train.early_stopping_after"),
         ({}, {"train.early_stopping_after": "-0.1"}, "train.early_stopping_after"),
         ({}, {"train.random_erasing": "1.5"}, "train.random_erasing"),
+        ({}, {"train.ema_decay": "1"}, "train.ema_decay"),
+        ({}, {"train.ema_decay": "-0.5"}, "train.ema_decay"),
         ({}, {"embedder.mirror_average": "sometimes"}, "embedder.mirror_average"),
     ],
 )
