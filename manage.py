@@ -138,6 +138,29 @@ def train(config: Config, restart: bool, time_budget: int | None, epochs: int | 
     )
 
 
+@cli.command("average-weights")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "output", type=click.Path(dir_okay=False), default=None,
+              help="Where the soup goes (default <artifacts>/embedder.pt, which build-index and the app use).")
+@click.option("--replace", is_flag=True, help="Overwrite --out even when it is not one of the checkpoints averaged.")
+@click.pass_obj
+@command
+def average_weights(config: Config, checkpoints: tuple[str, ...], output: str | None, replace: bool):
+    """Average trained checkpoints' weights (a weight soup), recalibrate BatchNorm on the catalog, validate."""
+    from embedder.checkpoint import CHECKPOINT_NAME
+    from embedder.soup import check_output, make_soup
+    from indexer.evaluation import knn_top1
+
+    paths = [Path(path) for path in checkpoints]
+    target = Path(output) if output else config.artifacts / CHECKPOINT_NAME
+    check_output(target, paths, replace)
+    report = make_soup(config, paths, target, knn_accuracy=knn_top1)
+    for path, top1 in report.ingredients_val_top1.items():
+        click.echo(f"{path}: validation kNN top-1 {top1:.4f}")
+    click.echo(f"Weight soup of {len(paths)} checkpoints (BatchNorm recalibrated on {report.recalibration_images} "
+               f"training images): validation kNN top-1 {report.val_top1:.4f}, saved to {report.output}")
+
+
 @cli.command("build-index")
 @click.option("--force", is_flag=True, help="Re-embed and re-index even when the artifacts are current.")
 @click.pass_obj

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 # (query embeddings, query labels, index embeddings, index labels, k) -> kNN top-1 accuracy
 KnnAccuracy = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], float]
 STATE_EVERY_SECONDS = 60.0
+FINAL_CHECKPOINT_NAME = "final.pt"  # in <artifacts>/train/, written when a run ends
 
 
 @dataclass
@@ -250,6 +251,9 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
         state.stopped_because = loop.run(validate, lambda: save_state(state_path, state, identity, modules),
                                          TrainingLog(directory), config.artifacts / CHECKPOINT_NAME)
         save_state(state_path, state, identity, modules)
+        # The run's last weights beside its best: an ingredient of a weight soup (`manage.py average-weights`).
+        save_checkpoint(directory / FINAL_CHECKPOINT_NAME, trainee.kept_model, preprocessing, trainee.origin,
+                        extra={"training": {"step": state.step, "final": True, "config": asdict(config.train)}})
     stopped = state.stopped_because
     fresh_steps = state.step - resumed_from
     fresh_seconds = max(state.seconds - seconds_before, 1e-9)

@@ -55,6 +55,9 @@ def test_training_with_an_average_validates_and_keeps_the_average(tmp_path, monk
     torch.testing.assert_close(kept, modules["averaged"]["module." + name])
     torch.testing.assert_close(kept, validated[-1].state_dict()[name])
     assert not torch.allclose(kept, modules["model"][name])
+    # The run's last weights (the average's) are kept too, as an ingredient for a weight soup.
+    final = load_checkpoint(tmp_path / "train" / training.FINAL_CHECKPOINT_NAME).model.state_dict()[name]
+    torch.testing.assert_close(final, modules["averaged"]["module." + name])
 
 
 def test_an_interrupted_run_resumes_its_average_and_other_decays_are_other_runs(tmp_path, monkeypatch):

