@@ -9,18 +9,16 @@ checkpoints of three runs (a cosine cycle and two warm restarts from its best) a
 """
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import update_bn
 
 from embedder.checkpoint import CheckpointError, read_checkpoint
 from embedder.model import EmbeddingNet
 from embedder.transforms import Preprocessing
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,23 +55,19 @@ def average_checkpoints(paths: Sequence[Path]) -> Soup:
     return Soup(model, Preprocessing.from_dict(first["preprocessing"]), [str(path) for path in paths])
 
 
-@torch.no_grad()
 def recalibrate_batchnorm(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> int:
-    """Set every BatchNorm's running mean and variance to their average over ``batches`` (model inputs, as
-    torch.optim.swa_utils.update_bn does); returns the images seen. The model is left in eval mode."""
-    norms = [module for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over the batches, each counted once
-    model.train()
+    """Set every BatchNorm's running mean and variance to their average over ``batches`` (model inputs), with
+    torch's own update_bn; returns the images seen. The model is left in eval mode."""
     seen = 0
-    for batch in batches:
-        model(batch)
-        seen += len(batch)
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
+
+    def counted() -> Iterator[torch.Tensor]:
+        nonlocal seen
+        for batch in batches:
+            seen += len(batch)
+            yield batch
+
+    update_bn(counted(), model)
     model.eval()
-    if norms and not seen:
+    if not seen and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ValueError("BatchNorm cannot be recalibrated without images")
     return seen
