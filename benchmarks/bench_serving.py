@@ -5,6 +5,9 @@ embed, search; no HTTP), the embedder's batched forward throughput at the catalo
 HTTP latency (p50/p95/p99), throughput and errors for each server layout and client count, and, from
 the server's /healthz, where its micro-batches' time went (embedding, index scan, and the wall time
 per batch, which also holds the requests' own work: upload parsing, decoding, answers).
+A lone shopper's ratio is also taken side by side (slices in process and over HTTP in turns, the median
+of their ratios), and each load run's CPU a request (server and clients) gives the throughput all the
+cores could reach at that cost: when a run comes near that ceiling, only less work a request raises it.
 Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them (or `--catalog demo`),
 else (or with `--catalog generated`) a generated sample catalog in DeepFashion's layout at `--image-size`,
 embedded with random weights (the model's cost is the same either way): `--catalog generated
@@ -33,6 +36,7 @@ import numpy as np
 
 from benchmarks.server_process import free_port, health, start_server, stop_server
 from config import Config, load_config
+from search_app.serving import usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_MNIST = ROOT / "var" / "fashion-mnist"
@@ -41,6 +45,11 @@ K = 12
 MAX_REQUESTS = 20_000  # per load run, on top of the time limit
 # The forward pass is timed for as long as this, not best-of-a-few: a sustained rate, like the HTTP runs'.
 FORWARD_SECONDS = 3.0
+# A lone shopper's ratio (HTTP p50 ÷ in-process p50) from slices taken in turns, in-process then HTTP, this
+# many of each: on a shared 2-core machine one in-process reading taken before a run swung from 7.8 to 12.0
+# ms within minutes (2026-12-03, AMD EPYC, 32 px), more than the ~1 ms the ratio is about.
+SIDE_BY_SIDE_ROUNDS = 6
+SIDE_BY_SIDE_QUERIES = 32  # per slice
 # Server layouts: name -> --set overrides. "serial" runs one query at a time through the model.
 # Any name with "-ivf" or "-flat" added ("batched-flat") serves the same embeddings through an index of
 # that kind built beside them (index_artifacts); without, through the artifacts' own index. With "-torch"
@@ -161,14 +170,16 @@ class InProcess:
         self.tensors = torch.stack([transform(decode_image(data, "q.png", 10**8)) for data in files])
         self.image_size = self.loaded.preprocessing.image_size
 
-    def query_ms(self) -> tuple[float, float, float]:
-        """p50 and p95 wall time of decode + embed + search (caption included) per query, and CPU ms per query."""
+    def query_ms(self, files: list[bytes] | None = None) -> tuple[float, float, float]:
+        """p50 and p95 wall time of decode + embed + search (caption included) per query, and CPU ms per query,
+        over ``files`` (default: all the query images)."""
         from search_app.uploads import decode_image
 
-        for data in self.files[:4]:  # warm-up
+        files = self.files if files is None else files
+        for data in files[:4]:  # warm-up
             self.engine.search(decode_image(data, "warm-up.png", self.config.app.max_image_pixels), K)
         timings, cpu = [], time.process_time()
-        for data in self.files:
+        for data in files:
             started = time.perf_counter()
             self.engine.search(decode_image(data, "query.png", self.config.app.max_image_pixels), K)
             timings.append(1e3 * (time.perf_counter() - started))
@@ -231,11 +242,13 @@ def search_request(data: bytes, upload: str) -> tuple[str, bytes, str]:
     return "/api/search", body, f"multipart/form-data; boundary={boundary}"
 
 
-def run_load(port: int, files: list[bytes], clients: int, seconds: float, upload: str = BODY) -> LoadResult:
-    """`clients` threads, each on its own keep-alive connection, posting searches for `seconds`."""
+def run_load(port: int, files: list[bytes], clients: int, seconds: float, upload: str = BODY,
+             max_requests: int = MAX_REQUESTS) -> LoadResult:
+    """`clients` threads, each on its own keep-alive connection, posting searches for `seconds` (at most
+    ``max_requests`` in all)."""
     result = LoadResult(clients, seconds)
     lock = threading.Lock()
-    budget = [MAX_REQUESTS]
+    budget = [max_requests]
     start = threading.Barrier(clients + 1)
 
     def client(number: int) -> None:
@@ -279,6 +292,42 @@ def run_load(port: int, files: list[bytes], clients: int, seconds: float, upload
         thread.join()
     result.seconds = time.perf_counter() - began
     return result
+
+
+@dataclass
+class SideBySide:
+    """A lone shopper's HTTP p50 over its in-process p50, from slices taken in turns on the same images."""
+
+    ratios: list[float]
+    in_process_ms: list[float]
+    http_ms: list[float]
+
+    def line(self) -> str:
+        return (f"{float(np.median(self.ratios)):.2f} ({min(self.ratios):.2f}-{max(self.ratios):.2f}; "
+                f"{float(np.median(self.http_ms)):.1f} ÷ {float(np.median(self.in_process_ms)):.1f})")
+
+
+def side_by_side(port: int, local: InProcess, files: list[bytes], upload: str = BODY,
+                 rounds: int = SIDE_BY_SIDE_ROUNDS, queries: int = SIDE_BY_SIDE_QUERIES) -> SideBySide:
+    """``rounds`` turns of the same ``queries`` images in process (the server idle) and then over HTTP (one
+    client): each turn's ratio of p50s, so that the machine's swings between minutes fall on both sides."""
+    measured = SideBySide([], [], [])
+    for turn in range(rounds):
+        start = (turn * queries) % len(files)
+        chosen = (files[start:] + files[:start])[:queries]
+        in_process, _, _ = local.query_ms(chosen)  # after a warm-up of 4 queries, as here:
+        run_load(port, chosen[:4], 1, 600.0, upload, max_requests=4)
+        http = run_load(port, chosen, 1, 600.0, upload, max_requests=len(chosen)).percentile(50)
+        measured.ratios.append(http / in_process)
+        measured.in_process_ms.append(in_process)
+        measured.http_ms.append(http)
+    return measured
+
+
+def cpu_ceiling(cores: int, server_cpu_ms: float, client_cpu_ms: float) -> float:
+    """Requests a second the machine's cores could serve at this much CPU a request (server and clients):
+    with every core busy, throughput cannot pass it, however the work is laid out."""
+    return 1e3 * cores / (server_cpu_ms + client_cpu_ms) if server_cpu_ms + client_cpu_ms > 0 else float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -330,11 +379,14 @@ def main(argv: list[str] | None = None) -> None:
                   f"{cores} cores, load average {os.getloadavg()[0]:.1f} at the start")
             for local in in_process.values():
                 print(f"{local.runtime}: caption step alone (Python, holds the GIL): {local.caption_ms():.1f} ms per query")
-            print("In-process numbers are measured right before each HTTP run, the server idle, with the server's runtime.\n")
+            print("In-process numbers are measured right before each HTTP run, the server idle, with the server's runtime; "
+                  f"the side-by-side ratio from {SIDE_BY_SIDE_ROUNDS} turns of {SIDE_BY_SIDE_QUERIES} queries each way "
+                  "after the 1-client run.\n")
             print("| layout | clients | in-process p50 ms | in-process CPU ms | batched forward img/s (before / after the load) | requests | errors "
-                  "| p50 ms | p95 ms | p99 ms | req/s | p50 / in-process | view p50 ms | req/s / mean forward | mean batch "
+                  "| p50 ms | p95 ms | p99 ms | req/s | p50 / in-process | lone p50 / in-process, side by side (range; ms ÷ ms) "
+                  "| view p50 ms | req/s / mean forward | CPU ceiling / mean forward | mean batch "
                   "| server CPU ms / request | client CPU ms / request | per batch: embed ms | scan ms | wall ms |")
-            print("|" + "---|" * 20)
+            print("|" + "---|" * 22)
             for layout, settings, runtime, upload in plans:
                 measure_layout(layout, args, settings, in_process[runtime], files, clients, options.seconds, workdir,
                                upload)
@@ -380,15 +432,19 @@ def measure_layout(layout: str, args: list[str], settings: list[str], local: InP
             # runs minutes apart (2026-12-03, 224 px), so the ratio divides by the mean of the two.
             forward_after = local.forward_images_per_second(count)
             forward = (forward_before + forward_after) / 2
+            lone = side_by_side(port, local, files, upload).line() if count == 1 else "-"
             errors = sum(result.errors.values())
+            answered = max(len(result.latencies_ms), 1)
+            server_cpu_ms, client_cpu_ms = 1e3 * cpu / answered, 1e3 * client_cpu / answered
+            ceiling = cpu_ceiling(usable_cores(), server_cpu_ms, client_cpu_ms)
             print(f"| {layout} | {count} | {p50:.1f} | {cpu_ms:.1f} | {forward_before:.0f} / {forward_after:.0f} "
                   f"| {len(result.latencies_ms)} "
                   f"| {errors}{' ' + json.dumps(result.errors) if errors else ''} | {result.percentile(50):.1f} "
                   f"| {result.percentile(95):.1f} | {result.percentile(99):.1f} | {result.throughput:.1f} "
-                  f"| {result.percentile(50) / p50:.2f} | {result.view_percentile(50):.1f} "
-                  f"| {result.throughput / forward:.2f} "
-                  f"| {mean_batch(before, after)} | {1e3 * cpu / max(len(result.latencies_ms), 1):.1f} "
-                  f"| {1e3 * client_cpu / max(len(result.latencies_ms), 1):.1f} | {batch_times(before, after, result.seconds)} |",
+                  f"| {result.percentile(50) / p50:.2f} | {lone} | {result.view_percentile(50):.1f} "
+                  f"| {result.throughput / forward:.2f} | {ceiling / forward:.2f} "
+                  f"| {mean_batch(before, after)} | {server_cpu_ms:.1f} "
+                  f"| {client_cpu_ms:.1f} | {batch_times(before, after, result.seconds)} |",
                   flush=True)
     finally:
         stop_server(server)
