@@ -13,7 +13,7 @@ else (or with `--catalog generated`) a generated sample catalog in DeepFashion's
 embedded with random weights (the model's cost is the same either way): `--catalog generated
 --image-size 224` serves at DeepFashion's size, where the forward pass outweighs the rest of a request.
 
-    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn_per_worker,batched,serial]
+    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn_per_worker,gunicorn_solo,batched,serial]
                                        [--catalog auto|demo|generated] [--image-size 32]
 """
 from __future__ import annotations
@@ -68,6 +68,10 @@ LAYOUTS = {
     # named for benchmarks on any machine.
     "gunicorn": ["app.server=gunicorn", "app.max_batch=8"],
     # The same workers, each with a model of its own on its share of the cores.
+    # One worker whose own model has every core: a lone query without the model process's round trip, what
+    # the shared model's lone query would be with that hop free (8 clients' work then shares one GIL).
+    "gunicorn_solo": ["app.server=gunicorn", "app.max_batch=8", "app.shared_model=false", "app.workers=1",
+                      f"app.torch_threads={usable_cores()}"],
     "gunicorn_per_worker": ["app.server=gunicorn", "app.max_batch=8", "app.shared_model=false"],
 }
 
