@@ -46,7 +46,7 @@ MAX_REQUESTS = 20_000  # per load run, on top of the time limit
 # The forward pass is timed for as long as this, not best-of-a-few: a sustained rate, like the HTTP runs'.
 FORWARD_SECONDS = 3.0
 # A lone shopper's ratio (HTTP p50 ÷ in-process p50) from slices taken in turns, in-process then HTTP, this
-# many of each: on a shared 2-core machine one in-process reading taken before a run swung from 7.8 to 12.0
+# many of each: on a shared 2-core machine one in-process reading taken before a run swung from 7.8 to 13.6
 # ms within minutes (2026-12-03, AMD EPYC, 32 px), more than the ~1 ms the ratio is about.
 SIDE_BY_SIDE_ROUNDS = 6
 SIDE_BY_SIDE_QUERIES = 32  # per slice
@@ -68,11 +68,11 @@ LAYOUTS = {
     # named for benchmarks on any machine.
     "gunicorn": ["app.server=gunicorn", "app.max_batch=8"],
     # The same workers, each with a model of its own on its share of the cores.
+    "gunicorn_per_worker": ["app.server=gunicorn", "app.max_batch=8", "app.shared_model=false"],
     # One worker whose own model has every core: a lone query without the model process's round trip, what
     # the shared model's lone query would be with that hop free (8 clients' work then shares one GIL).
     "gunicorn_solo": ["app.server=gunicorn", "app.max_batch=8", "app.shared_model=false", "app.workers=1",
                       f"app.torch_threads={usable_cores()}"],
-    "gunicorn_per_worker": ["app.server=gunicorn", "app.max_batch=8", "app.shared_model=false"],
 }
 
 
