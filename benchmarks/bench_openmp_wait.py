@@ -23,6 +23,7 @@ from collections import defaultdict
 import numpy as np
 
 PAUSE_S = 0.02
+CHILD_TIMEOUT_S = 600.0  # one setting's passes; a 224-px pass over 8 images takes ~0.8 s on a 2-core CPU
 # One pass, in the child: the model, then timed passes after a warm-up; prints one JSON line.
 CHILD = """
 import json, resource, sys, time
@@ -57,9 +58,11 @@ def environment(spin: str) -> dict[str, str]:
     return env
 
 
-def run_child(spin: str, size: int, batch: int, passes: int) -> dict:
+def timed_passes(spin: str, size: int, batch: int, passes: int) -> dict:
+    """The passes' times, sleeps and CPU under one setting, from a fresh interpreter (libgomp reads it at load)."""
     completed = subprocess.run([sys.executable, "-c", CHILD, str(size), str(batch), str(passes), str(PAUSE_S)],
-                               env=environment(spin), capture_output=True, text=True, check=True)
+                               env=environment(spin), capture_output=True, text=True, check=True,
+                               timeout=CHILD_TIMEOUT_S)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, list[dict]] = defaultdict(list)
         for _ in range(options.rounds):
             for spin in spins:
-                results[spin].append(run_child(spin, size, batch, options.passes))
+                results[spin].append(timed_passes(spin, size, batch, options.passes))
         for spin in spins:
             rounds = results[spin]
             medians = " / ".join(f"{np.median(r['ms']):.1f}" for r in rounds)
