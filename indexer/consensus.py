@@ -6,8 +6,10 @@ of two titles is the mean, over n = 1..max_n, of the cosine similarity of their 
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +28,7 @@ GramProfile = list[tuple[Counter, float]]
 
 
 def gram_profile(tokens: Sequence[str], max_n: int = MAX_N) -> GramProfile:
-    """What title_similarity needs of one title, computed once however many titles it is compared with."""
+    """What title_similarity needs of one title."""
     profile = []
     for n in range(1, max_n + 1):
         counts = ngram_counts(tokens, n)
@@ -53,42 +55,101 @@ def title_similarity(a: Sequence[str], b: Sequence[str], max_n: int = MAX_N) -> 
     return profile_similarity(gram_profile(a, max_n), gram_profile(b, max_n))
 
 
-def consensus_choice(titles: Sequence[str], max_n: int = MAX_N) -> int:
+@dataclass(frozen=True)
+class UnitGrams:
+    """A title's n-grams for n = 1..max_n: their numbers, and their counts scaled to a unit vector within each
+    order (the numbers of different orders never meet, so one dot product sums the orders' cosines)."""
+
+    numbers: np.ndarray  # int64
+    weights: np.ndarray  # float64
+    orders: np.ndarray  # bool, max_n: which orders the title is long enough for
+
+
+class TitleGrams:
+    """Titles' n-gram counts as unit vectors over gram numbers, made once per title and kept.
+
+    The web app captions every search from its neighbours' titles, and the same catalog titles come back
+    search after search: profiling the 15 titles and comparing their pairs in Python dictionaries was
+    most of a millisecond of every request's GIL-held work; with the vectors kept, the pairs are one small
+    matrix product. What is kept grows to the catalog's distinct titles at most (the neighbours'), a few
+    hundred bytes each. Request threads share one TitleGrams.
+    """
+
+    def __init__(self, max_n: int = MAX_N) -> None:
+        self.max_n = max_n
+        self._numbers: dict[tuple[str, ...], int] = {}
+        self._kept: dict[str, UnitGrams] = {}
+        self._lock = threading.Lock()  # gram numbers are handed out one title at a time
+
+    def of(self, title: str) -> UnitGrams:
+        """The title's unit gram vectors."""
+        kept = self._kept.get(title)
+        if kept is None:
+            with self._lock:
+                kept = self._kept.get(title)
+                if kept is None:
+                    kept = self._kept[title] = self._unit_grams(tokenize(title))
+        return kept
+
+    def _unit_grams(self, tokens: list[str]) -> UnitGrams:
+        numbers, weights = [], []
+        for n in range(1, self.max_n + 1):
+            counts = ngram_counts(tokens, n)
+            numbers += [self._numbers.setdefault(gram, len(self._numbers)) for gram in counts]
+            norm = math.sqrt(sum(count * count for count in counts.values()))
+            weights += [count / norm for count in counts.values()]
+        return UnitGrams(np.array(numbers, dtype=np.int64), np.array(weights, dtype=np.float64),
+                         np.array([len(tokens) >= n for n in range(1, self.max_n + 1)]))
+
+    def similarities(self, titles: Sequence[str]) -> np.ndarray:
+        """title_similarity of every pair of the titles (m x m); on the diagonal 1, or 0 for a title without words."""
+        kept = [self.of(title) for title in titles]
+        m = len(kept)
+        lengths = np.fromiter((each.numbers.size for each in kept), dtype=np.int64, count=m)
+        grams, columns = np.unique(np.concatenate([each.numbers for each in kept]), return_inverse=True)
+        unit = np.zeros((m, grams.size))
+        unit[np.repeat(np.arange(m), lengths), columns.ravel()] = np.concatenate([each.weights for each in kept])
+        has = np.stack([each.orders for each in kept])
+        # An order counts for a pair when either title is long enough for it.
+        orders = (has[:, None, :] | has[None, :, :]).sum(axis=2)
+        return np.divide(unit @ unit.T, orders, out=np.zeros((m, m)), where=orders > 0)
+
+
+def consensus_choice(titles: Sequence[str], max_n: int = MAX_N, grams: TitleGrams | None = None) -> int:
     """Position of the title with the highest mean similarity to the other titles; ties go to the nearer; -1 if none.
 
     Empty titles take no part. Repeated titles count once per neighbour, so agreement adds up.
+    ``grams`` keeps titles' n-grams from one call to the next (its max_n is used).
     """
+    if grams is not None and grams.max_n != max_n:
+        raise ValueError(f"grams of orders up to {grams.max_n} for a consensus of orders up to {max_n}")
     present = [position for position, title in enumerate(titles) if title.strip()]
     if not present:
         return -1
-    # Each distinct title is profiled once and each pair of distinct titles compared once: the web app
-    # captions every search this way, and comparing the 15 neighbours' titles afresh for each of the
-    # 210 ordered pairs was most of a 224-px request's own Python work.
+    grams = grams if grams is not None else TitleGrams(max_n)
+    # Each distinct title is compared once with each other; repeats take their rows.
     distinct = list(dict.fromkeys(titles[position] for position in present))
-    profiles = [gram_profile(tokenize(title), max_n) for title in distinct]
-    similarity = np.ones((len(distinct), len(distinct)))
-    for i in range(len(distinct)):
-        for j in range(i + 1, len(distinct)):
-            similarity[i, j] = similarity[j, i] = profile_similarity(profiles[i], profiles[j])
-    for i, profile in enumerate(profiles):  # a title with no tokens is like nothing, itself included
-        if not any(counts for counts, _ in profile):
-            similarity[i, i] = 0.0
     of_title = {title: number for number, title in enumerate(distinct)}
     numbers = [of_title[titles[position]] for position in present]
+    similarity = grams.similarities(distinct)[np.ix_(numbers, numbers)]
+    others = len(present) - 1
+    scores = ((similarity.sum(axis=1) - similarity.diagonal()) / others).tolist() if others else [0.0]
     best, best_score = present[0], -1.0
-    for place, position in enumerate(present):
-        others = [similarity[numbers[place], numbers[other]] for other in range(len(present)) if other != place]
-        score = sum(others) / len(others) if others else 0.0
+    for position, score in zip(present, scores):
         if score > best_score + 1e-12:
             best, best_score = position, score
     return best
 
 
-def consensus_captions(I: np.ndarray, titles: Sequence[str], max_n: int = MAX_N) -> list[str]:
-    """Per query (a row of neighbour rows ``I``, -1 for none), the consensus among those neighbours' titles; '' if none."""
+def consensus_captions(I: np.ndarray, titles: Sequence[str], max_n: int = MAX_N,
+                       grams: TitleGrams | None = None) -> list[str]:
+    """Per query (a row of neighbour rows ``I``, -1 for none), the consensus among those neighbours' titles; '' if none.
+
+    ``grams`` keeps the titles' n-grams between calls (one is made for this call without it)."""
+    grams = grams if grams is not None else TitleGrams(max_n)
     captions = []
     for row in np.asarray(I):
         neighbours = [titles[int(item)] for item in row if item >= 0]
-        choice = consensus_choice(neighbours, max_n)
+        choice = consensus_choice(neighbours, max_n, grams)
         captions.append(neighbours[choice] if choice >= 0 else "")
     return captions

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from indexer.attribute_voting import top_attributes, vote_attributes
-from indexer.consensus import consensus_captions
+from indexer.consensus import TitleGrams, consensus_captions
 from search_app.results import Caption, PredictedAttribute
 
 # Caption.method values.
@@ -34,6 +34,7 @@ class CaptionMaker:
             raise ValueError(f"attributes of shape {attributes.shape} for {len(titles)} items and "
                              f"{len(attribute_names)} attribute names")
         self.titles = [str(title) for title in titles]
+        self.title_grams = TitleGrams()  # the neighbours' titles' n-grams, kept from one search to the next
         self.has_titles = has_titles
         self.annotate = annotate if has_titles else None
         self.attributes = attributes
@@ -61,7 +62,7 @@ class CaptionMaker:
         if self.annotate is not None:
             text, method = display_words(self.annotate(np.asarray(xq, dtype=np.float32))[0]), GRU
         else:
-            text, method = consensus_captions(I, self.titles)[0], CONSENSUS
+            text, method = consensus_captions(I, self.titles, grams=self.title_grams)[0], CONSENSUS
         if not text:
             return None
         return Caption(text, method, self._attributes(D, I, metric))

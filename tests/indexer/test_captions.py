@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import h5py
 import numpy as np
@@ -19,7 +20,7 @@ from indexer.caption_metrics import (
     mentions,
     tokenize,
 )
-from indexer.consensus import consensus_captions, consensus_choice, title_similarity
+from indexer.consensus import TitleGrams, consensus_captions, consensus_choice, title_similarity
 from indexer.embeddings_file import EmbeddingsFileError, read_embeddings
 from indexer.evaluation import EvaluationError
 from tests.indexer.conftest import unit_rows, write_embeddings
@@ -77,6 +78,30 @@ def test_consensus_choice_equals_comparing_every_pair_of_neighbours():
         pool = [" ".join(rng.choice(words, size=rng.integers(0, 6))) for _ in range(5)]
         titles = [str(rng.choice(pool)) for _ in range(int(rng.integers(1, 16)))]
         assert consensus_choice(titles) == reference(titles), titles
+
+
+def test_title_grams_kept_between_calls_and_shared_by_threads_give_the_same_choices():
+    rng = np.random.default_rng(4)
+    words = ["red", "navy", "striped", "floral", "tee", "blouse", "lace", "crop", "top", "v-neck"]
+    catalog = [" ".join(rng.choice(words, size=rng.integers(0, 6))) for _ in range(200)]
+    I = rng.integers(-1, len(catalog), size=(400, 15))
+    expected = [consensus_captions(I[row:row + 1], catalog)[0] for row in range(len(I))]  # fresh grams each time
+    shared = TitleGrams()
+    answers: dict[int, str] = {}
+
+    def caption_rows(rows: range) -> None:
+        for row in rows:
+            answers[row] = consensus_captions(I[row:row + 1], catalog, grams=shared)[0]
+
+    # Four threads numbering the same titles' grams at once: a gram numbered twice would change similarities.
+    threads = [threading.Thread(target=caption_rows, args=(range(start, len(I), 4),)) for start in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [answers[row] for row in range(len(I))] == expected == consensus_captions(I, catalog, grams=shared)
+    with pytest.raises(ValueError, match="orders up to 3"):
+        consensus_choice(["Red Tee"], max_n=2, grams=TitleGrams(max_n=3))
 
 
 def test_consensus_captions_follow_the_neighbour_rows():
