@@ -8,6 +8,7 @@ per batch, which also holds the requests' own work: upload parsing, decoding, an
 A lone shopper's ratio is also taken side by side (slices in process and over HTTP in turns, the median
 of their ratios), and each load run's CPU a request (server and clients) gives the throughput all the
 cores could reach at that cost: when a run comes near that ceiling, only less work a request raises it.
+The output ends with each run against the targets (LONE_TARGET, LOAD_TARGET), met or not.
 Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them (or `--catalog demo`),
 else (or with `--catalog generated`) a generated sample catalog in DeepFashion's layout at `--image-size`,
 embedded with random weights (the model's cost is the same either way): `--catalog generated
@@ -56,6 +57,11 @@ SIDE_BY_SIDE_QUERIES = 32  # per slice
 # or "-onnx" added ("gunicorn-torch", "gunicorn-flat-onnx") the server embeds with torch or ONNX Runtime
 # instead of embedder.runtime's choice, and the in-process columns do too. (The servers get the runtime as
 # a --set, so a LOOKBOOK_EMBEDDER_RUNTIME in the environment does not reach them: name it here.)
+# The serving targets the benchmark is held to: a lone shopper's HTTP p50 at most LONE_TARGET × in-process,
+# no errors, and with LOAD_TARGET_CLIENTS clients at least LOAD_TARGET × the embedder's batched forward rate.
+LONE_TARGET = 1.3
+LOAD_TARGET = 0.8
+LOAD_TARGET_CLIENTS = 8
 INDEX_KINDS = ("ivf", "flat")
 RUNTIMES = {"torch": "torch", "onnx": "onnxruntime"}
 # How the clients send the photo: as the body (what the search page does), or, with "-multipart" added to
@@ -307,8 +313,13 @@ class SideBySide:
     in_process_ms: list[float]
     http_ms: list[float]
 
+    @property
+    def ratio(self) -> float:
+        """The median of the turns' ratios."""
+        return float(np.median(self.ratios))
+
     def line(self) -> str:
-        return (f"{float(np.median(self.ratios)):.2f} ({min(self.ratios):.2f}-{max(self.ratios):.2f}; "
+        return (f"{self.ratio:.2f} ({min(self.ratios):.2f}-{max(self.ratios):.2f}; "
                 f"{float(np.median(self.http_ms)):.1f} ÷ {float(np.median(self.in_process_ms)):.1f})")
 
 
@@ -327,6 +338,37 @@ def side_by_side(port: int, local: InProcess, files: list[bytes], upload: str = 
         measured.in_process_ms.append(in_process)
         measured.http_ms.append(http)
     return measured
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one load run says about the targets."""
+
+    layout: str
+    clients: int
+    errors: int
+    lone_ratio: float | None  # side by side, after a 1-client run
+    load_ratio: float  # req/s over the mean forward rate at a batch of `clients`
+    ceiling_ratio: float  # the CPU ceiling over the same
+
+
+def target_lines(runs: list[RunSummary]) -> list[str]:
+    """Each run against the targets, in words: met or not, and whether its CPU ceiling leaves room to meet it."""
+    lines = []
+    for run in runs:
+        checks = [f"{run.errors} errors ({'met' if run.errors == 0 else 'NOT met'})"]
+        if run.lone_ratio is not None:
+            met = "met" if run.lone_ratio <= LONE_TARGET else "NOT met"
+            checks.append(f"lone p50 {run.lone_ratio:.2f} × in-process, side by side (target ≤ {LONE_TARGET}: {met})")
+        if run.clients == LOAD_TARGET_CLIENTS:
+            met = "met" if run.load_ratio >= LOAD_TARGET else "NOT met"
+            check = f"{run.load_ratio:.2f} × the forward rate (target ≥ {LOAD_TARGET}: {met}"
+            if run.load_ratio < LOAD_TARGET and run.ceiling_ratio < LOAD_TARGET:
+                check += (f"; the CPU ceiling, {run.ceiling_ratio:.2f}, is below the target: at this CPU a request "
+                          "no layout can meet it, only cheaper requests")
+            checks.append(check + ")")
+        lines.append(f"- {run.layout}, {run.clients} client{'s' if run.clients != 1 else ''}: {'; '.join(checks)}")
+    return lines
 
 
 def cpu_ceiling(cores: int, server_cpu_ms: float, client_cpu_ms: float) -> float:
@@ -392,9 +434,12 @@ def main(argv: list[str] | None = None) -> None:
                   "| view p50 ms | req/s / mean forward | CPU ceiling / mean forward | mean batch "
                   "| server CPU ms / request | client CPU ms / request | per batch: embed ms | scan ms | wall ms |")
             print("|" + "---|" * 22)
+            runs: list[RunSummary] = []
             for layout, settings, runtime, upload in plans:
-                measure_layout(layout, args, settings, in_process[runtime], files, clients, options.seconds, workdir,
-                               upload)
+                runs += measure_layout(layout, args, settings, in_process[runtime], files, clients, options.seconds,
+                                       workdir, upload)
+            print(f"\nAgainst the targets ({image_size} px, {usable_cores()} usable cores):")
+            print("\n".join(target_lines(runs)))
         finally:
             for local in in_process.values():
                 local.close()
@@ -420,10 +465,12 @@ def plan_layout(layout: str, args: list[str], config: Config, workdir: Path) -> 
 
 
 def measure_layout(layout: str, args: list[str], settings: list[str], local: InProcess, files: list[bytes],
-                   clients: list[int], seconds: float, workdir: Path, upload: str = BODY) -> None:
-    """Start the server with one layout and load it with each client count, next to in-process numbers."""
+                   clients: list[int], seconds: float, workdir: Path, upload: str = BODY) -> list[RunSummary]:
+    """Start the server with one layout and load it with each client count, next to in-process numbers; prints
+    a table row for each run and returns what they say about the targets."""
     port = free_port()
     server = start_server(args, port, workdir / f"serve-{layout}.log", settings)
+    runs = []
     try:
         for count in clients:
             p50, _, cpu_ms = local.query_ms()
@@ -437,7 +484,7 @@ def measure_layout(layout: str, args: list[str], settings: list[str], local: InP
             # runs minutes apart (2026-12-03, 224 px), so the ratio divides by the mean of the two.
             forward_after = local.forward_images_per_second(count)
             forward = (forward_before + forward_after) / 2
-            lone = side_by_side(port, local, files, upload).line() if count == 1 else "-"
+            lone = side_by_side(port, local, files, upload) if count == 1 else None
             errors = sum(result.errors.values())
             answered = max(len(result.latencies_ms), 1)
             server_cpu_ms, client_cpu_ms = 1e3 * cpu / answered, 1e3 * client_cpu / answered
@@ -446,13 +493,16 @@ def measure_layout(layout: str, args: list[str], settings: list[str], local: InP
                   f"| {len(result.latencies_ms)} "
                   f"| {errors}{' ' + json.dumps(result.errors) if errors else ''} | {result.percentile(50):.1f} "
                   f"| {result.percentile(95):.1f} | {result.percentile(99):.1f} | {result.throughput:.1f} "
-                  f"| {result.percentile(50) / p50:.2f} | {lone} | {result.view_percentile(50):.1f} "
+                  f"| {result.percentile(50) / p50:.2f} | {lone.line() if lone else '-'} | {result.view_percentile(50):.1f} "
                   f"| {result.throughput / forward:.2f} | {ceiling / forward:.2f} "
                   f"| {mean_batch(before, after)} | {server_cpu_ms:.1f} "
                   f"| {client_cpu_ms:.1f} | {batch_times(before, after, result.seconds)} |",
                   flush=True)
+            runs.append(RunSummary(layout, count, errors, lone.ratio if lone else None, result.throughput / forward,
+                                   ceiling / forward))
     finally:
         stop_server(server)
+    return runs
 
 
 def batch_times(before: dict, after: dict, seconds: float) -> str:
