@@ -93,7 +93,7 @@ def test_title_grams_kept_between_calls_and_shared_by_threads_give_the_same_choi
         for row in rows:
             answers[row] = consensus_captions(I[row:row + 1], catalog, grams=shared)[0]
 
-    # Four threads numbering the same titles' grams at once: a gram numbered twice would change similarities.
+    # Four threads making and reading the same titles' grams at once.
     threads = [threading.Thread(target=caption_rows, args=(range(start, len(I), 4),)) for start in range(4)]
     for thread in threads:
         thread.start()
