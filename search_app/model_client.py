@@ -5,8 +5,8 @@ threads ≤ cores), so a lone query's forward pass had one thread of two, and 8 
 batched in two halves. With one model process for all workers, every forward pass gets every core and
 batches gather the queries of all workers, while the requests' own Python work (HTTP, decoding,
 answers) still runs in several processes, free of one GIL. Requests reach the model process over a
-Unix socket, one connection per request thread; a message is a small tuple (a 3×S×S uint8 image is
-3 KB at 32 px).
+Unix socket, one connection per request thread; a search's message is its prepared pixels as bytes (a
+3×S×S uint8 image is 3 KB at 32 px; search_app.model_messages).
 """
 from __future__ import annotations
 
@@ -22,15 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-# Messages to the model process: tuples whose first item says what is asked.
-HELLO = "hello"  # -> what a worker needs to prepare queries: preprocessing, runtime, dimension
-INCOMING = "incoming"  # one-way: a request that will probably search has arrived (batches wait for it)
-LEFT = "left"  # one-way: that request is answered
-SEARCH = "search"  # (SEARCH, pixels, depth) -> (vector, distances, rows)
-EMBED = "embed"  # (EMBED, pixels) -> vector, outside the batches
-STATS = "stats"  # -> the batches' counts and times, for /healthz
-# Answers: (OK, payload) or (FAILED, exception class name, message).
-OK, FAILED = "ok", "failed"
+from search_app.model_messages import (ARRAYS, EMBED, FAILED, HELLO, INCOMING, LEFT, SEARCH, STATS, pack_arrays,
+                                         pack_object, unpack_arrays, unpack_object)
 
 # How long a starting worker waits for the model process (serve --prod starts it first, so this is for restarts).
 CONNECT_TIMEOUT_S = 60.0
@@ -69,7 +62,7 @@ class RemoteQuerySearcher:
         while True:
             try:
                 with _open(address) as connection:
-                    info = _request(connection, (HELLO,))
+                    info = _request(connection, pack_object(HELLO))
                 break
             except ModelUnavailable:
                 if time.monotonic() > deadline:
@@ -89,23 +82,24 @@ class RemoteQuerySearcher:
     @contextlib.contextmanager
     def incoming(self) -> Iterator[None]:
         """Tell the model process that a query is being received, so a batch starting now waits for it."""
-        self._tell((INCOMING,))
+        self._tell(INCOMING)
         try:
             yield
         finally:
-            self._tell((LEFT,))
+            self._tell(LEFT)
 
     def search(self, image: Image.Image, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The query's vector (1×D) and its ``depth`` nearest rows (distances and rows, 1×depth each)."""
-        return self._ask((SEARCH, self._pixels(image), depth))
+        vector, distances, rows = self._ask(pack_arrays(SEARCH, [self._pixels(image)], depth))
+        return vector, distances, rows
 
     def embed(self, image: Image.Image) -> np.ndarray:
         """The query's vector alone (1-d), outside the batches."""
-        return self._ask((EMBED, self._pixels(image)))
+        return self._ask(pack_arrays(EMBED, [self._pixels(image)]))[0]
 
     def stats(self) -> dict[str, Any]:
         """The model process's batches: counts, sizes, seconds embedding and scanning (for every worker)."""
-        return {**self._ask((STATS,)), "model_process": True}
+        return {**self._ask(pack_object(STATS)), "model_process": True}
 
     def close(self) -> None:
         """Close this thread's connection (the others close with their threads' ends)."""
@@ -125,7 +119,7 @@ class RemoteQuerySearcher:
         self._local.connection = _open(self.address)
         return self._local.connection, True
 
-    def _ask(self, message: tuple) -> Any:
+    def _ask(self, message: bytes) -> Any:
         # A connection kept from before a restart of the model process is broken: one fresh try then.
         for _ in range(2):
             connection, fresh = self._connection()
@@ -137,11 +131,11 @@ class RemoteQuerySearcher:
                     raise
         raise AssertionError("unreachable")
 
-    def _tell(self, message: tuple) -> None:
+    def _tell(self, message: bytes) -> None:
         """Send a one-way message; a lost one only costs a batch its wait, so failures are left to the next ask."""
         try:
             connection, _ = self._connection()
-            connection.send(message)
+            connection.send_bytes(message)
         except (OSError, ModelUnavailable):
             self.close()
 
@@ -153,16 +147,19 @@ def _open(address: ModelAddress) -> Connection:
         raise ModelUnavailable(f"the model process at {address.path} cannot be reached ({error})") from error
 
 
-def _request(connection: Connection, message: tuple) -> Any:
-    """Send a message and return its answer's payload, raising what the model process raised."""
+def _request(connection: Connection, message: bytes) -> Any:
+    """Send a message and return its answer (a list of arrays, or an object), raising what the model process raised."""
     try:
-        connection.send(message)
-        answer = connection.recv()
+        connection.send_bytes(message)
+        answer = connection.recv_bytes()
     except (OSError, EOFError) as error:
         raise ModelUnavailable(f"the model process stopped answering ({type(error).__name__})") from error
-    if answer[0] == OK:
-        return answer[1]
-    _, kind, text = answer
+    tag = answer[:1]
+    if tag == ARRAYS:
+        return unpack_arrays(answer)[1]
+    if tag != FAILED:
+        return unpack_object(answer)
+    kind, text = unpack_object(answer)
     if kind == "ValueError":
         raise ValueError(text)
     raise RuntimeError(f"the model process failed: {kind}: {text}")

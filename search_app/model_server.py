@@ -25,13 +25,17 @@ from multiprocessing.connection import Connection, Listener
 from typing import IO, Any
 
 from config import Config
-from search_app.model_client import EMBED, FAILED, HELLO, INCOMING, LEFT, OK, SEARCH, STATS, ModelAddress
+from search_app.model_client import ModelAddress
+from search_app.model_messages import (ARRAYS, EMBED, FAILED, HELLO, INCOMING, LEFT, PICKLED, SEARCH, STATS,
+                                         pack_arrays, pack_object, unpack_arrays)
 from search_app.query_search import QuerySearcher
 
 log = logging.getLogger(__name__)
 
 # Loading may export the network to ONNX first (seconds at 32 px, a minute or more at 224 on a small CPU).
 START_TIMEOUT_S = 600.0
+# The one line a starting model process writes to the server: "ok", or "failed" and why.
+READY, NOT_READY = "ok", "failed"
 # A model process that keeps dying is started again at most this often.
 RESTART_PAUSE_S = 2.0
 
@@ -103,7 +107,7 @@ class ModelProcess:
             os.close(ready_read)
             if ready_write >= 0:
                 os.close(ready_write)
-        if not answer.startswith(OK):
+        if not answer.startswith(READY):
             _end(process)
             raise ModelProcessError(f"the model process could not start: {answer.partition(' ')[2]}")
         log.info("model process %d ready at %s with %d threads", process.pid, self.address.path, self.threads)
@@ -151,8 +155,8 @@ def _wait_ready(ready: int, process: subprocess.Popen, timeout_s: float) -> str:
     if received.endswith(b"\n"):
         return received.decode("utf-8", "replace").strip()
     if process.poll() is None:
-        return f"{FAILED} it did not load the model within {timeout_s:g} s"
-    return f"{FAILED} it exited with code {process.returncode} before loading the model (see the log above)"
+        return f"{NOT_READY} it did not load the model within {timeout_s:g} s"
+    return f"{NOT_READY} it exited with code {process.returncode} before loading the model (see the log above)"
 
 
 def run_model_process(config: Config, address: ModelAddress, threads: int, ready: IO[str]) -> None:
@@ -166,10 +170,10 @@ def run_model_process(config: Config, address: ModelAddress, threads: int, ready
         listener = Listener(address.path, family="AF_UNIX", authkey=address.authkey)
     except Exception as error:  # every reason not to start goes back to the server, which says it and exits
         log.exception("the model process could not start")
-        ready.write(f"{FAILED} {type(error).__name__}: {error}".replace("\n", " ") + "\n")
+        ready.write(f"{NOT_READY} {type(error).__name__}: {error}".replace("\n", " ") + "\n")
         ready.close()
         raise SystemExit(1) from None
-    ready.write(f"{OK}\n")
+    ready.write(f"{READY}\n")
     ready.close()
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watcher", daemon=True).start()
     server = ModelServer(searcher, listener)
@@ -243,16 +247,30 @@ class ModelServer:
                                                                 socket.SOCK_STREAM) as duplicate:
                     duplicate.shutdown(socket.SHUT_RDWR)
 
+    def _answer(self, kind: bytes, message: bytes) -> bytes:
+        """The answer to a request that has one."""
+        if kind == SEARCH:
+            depth, (pixels,) = unpack_arrays(message)
+            return pack_arrays(ARRAYS, self.searcher.search_prepared(pixels, depth))
+        if kind == EMBED:
+            _, (pixels,) = unpack_arrays(message)
+            return pack_arrays(ARRAYS, [self.searcher.embedder.embed([pixels])[0]])
+        if kind == STATS:
+            return pack_object(PICKLED, {**self.searcher.stats(), "model_pid": os.getpid()})
+        if kind == HELLO:
+            return pack_object(PICKLED, self.info)
+        raise ValueError(f"unknown message {kind!r}")
+
     def answer(self, connection: Connection) -> None:
         """Answer one connection's messages in order until it closes."""
         announced: list[contextlib.AbstractContextManager] = []  # this connection's requests being received
         try:
             while True:
                 try:
-                    message = connection.recv()
+                    message = connection.recv_bytes()
                 except (OSError, EOFError):
                     return
-                kind = message[0]
+                kind = message[:1]
                 if kind == INCOMING:
                     mark = self.searcher.incoming()
                     mark.__enter__()
@@ -263,21 +281,11 @@ class ModelServer:
                         announced.pop().__exit__(None, None, None)
                     continue
                 try:
-                    if kind == SEARCH:
-                        payload: Any = self.searcher.search_prepared(message[1], message[2])
-                    elif kind == EMBED:
-                        payload = self.searcher.embedder.embed([message[1]])[0]
-                    elif kind == STATS:
-                        payload = {**self.searcher.stats(), "model_pid": os.getpid()}
-                    elif kind == HELLO:
-                        payload = self.info
-                    else:
-                        raise ValueError(f"unknown message {kind!r}")
-                    answer: tuple = (OK, payload)
+                    answer = self._answer(kind, message)
                 except Exception as error:  # the worker raises it for its request; this connection goes on
-                    answer = (FAILED, type(error).__name__, str(error))
+                    answer = pack_object(FAILED, (type(error).__name__, str(error)))
                 try:
-                    connection.send(answer)
+                    connection.send_bytes(answer)
                 except OSError:
                     return
         finally:
