@@ -20,7 +20,6 @@ embedded with random weights (the model's cost is the same either way): `--catal
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import json
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.http_clients import CLIENTS, AnswerError
 from benchmarks.server_process import free_port, health, start_server, stop_server
 from config import Config, load_config
 from search_app.serving import usable_cores
@@ -67,6 +67,15 @@ RUNTIMES = {"torch": "torch", "onnx": "onnxruntime"}
 # How the clients send the photo: as the body (what the search page does), or, with "-multipart" added to
 # the layout's name, as a multipart form (what an HTML form or curl -F does).
 BODY, MULTIPART = "body", "multipart"
+
+
+@dataclass(frozen=True)
+class Sending:
+    """How the load's clients send their searches: the photo as the body or as a multipart form (``upload``),
+    and over which HTTP client (benchmarks.http_clients.CLIENTS)."""
+
+    upload: str = BODY
+    client: str = "lean"
 LAYOUTS = {
     "batched": ["app.server=waitress", "app.max_batch=8"],
     "serial": ["app.server=waitress", "app.max_batch=1"],
@@ -253,7 +262,7 @@ def search_request(data: bytes, upload: str) -> tuple[str, bytes, str]:
     return "/api/search", body, f"multipart/form-data; boundary={boundary}"
 
 
-def run_load(port: int, files: list[bytes], clients: int, seconds: float, upload: str = BODY,
+def run_load(port: int, files: list[bytes], clients: int, seconds: float, sending: Sending = Sending(),
              max_requests: int = MAX_REQUESTS) -> LoadResult:
     """`clients` threads, each on its own keep-alive connection, posting searches for `seconds` (at most
     ``max_requests`` in all)."""
@@ -263,7 +272,7 @@ def run_load(port: int, files: list[bytes], clients: int, seconds: float, upload
     start = threading.Barrier(clients + 1)
 
     def client(number: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection = CLIENTS[sending.client]("127.0.0.1", port, timeout=60)
         start.wait()
         deadline, turn = time.perf_counter() + seconds, number
         while time.perf_counter() < deadline:
@@ -271,19 +280,16 @@ def run_load(port: int, files: list[bytes], clients: int, seconds: float, upload
                 if budget[0] <= 0:
                     break
                 budget[0] -= 1
-            url, body, content_type = search_request(files[turn % len(files)], upload)
+            url, body, content_type = search_request(files[turn % len(files)], sending.upload)
             turn += clients
             began = time.perf_counter()
             try:
-                connection.request("POST", url, body, {"Content-Type": content_type})
-                response = connection.getresponse()
-                payload = response.read()
-                ok = response.status == 200 and b'"results"' in payload
-                problem = None if ok else f"HTTP {response.status}"
-            except (OSError, http.client.HTTPException) as error:
+                status, payload = connection.post(url, body, content_type)
+                problem = None if status == 200 and b'"results"' in payload else f"HTTP {status}"
+            except AnswerError as error:
+                problem = f"{type(error).__name__}: {error}"
+            except OSError as error:  # the next post() connects again
                 problem = type(error).__name__
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             elapsed = 1e3 * (time.perf_counter() - began)
             view = json.loads(payload)["timing_ms"]["total"] if problem is None else None
             with lock:
@@ -323,7 +329,7 @@ class SideBySide:
                 f"{float(np.median(self.http_ms)):.1f} ÷ {float(np.median(self.in_process_ms)):.1f})")
 
 
-def side_by_side(port: int, local: InProcess, files: list[bytes], upload: str = BODY,
+def side_by_side(port: int, local: InProcess, files: list[bytes], sending: Sending = Sending(),
                  rounds: int = SIDE_BY_SIDE_ROUNDS, queries: int = SIDE_BY_SIDE_QUERIES) -> SideBySide:
     """``rounds`` turns of the same ``queries`` images in process (the server idle) and then over HTTP (one
     client): each turn's ratio of p50s, so that the machine's swings between minutes fall on both sides."""
@@ -332,8 +338,8 @@ def side_by_side(port: int, local: InProcess, files: list[bytes], upload: str = 
         start = (turn * queries) % len(files)
         chosen = (files[start:] + files[:start])[:queries]
         in_process, _, _ = local.query_ms(chosen)  # after a warm-up of 4 queries, as here:
-        run_load(port, chosen[:4], 1, 600.0, upload, max_requests=4)
-        http = run_load(port, chosen, 1, 600.0, upload, max_requests=len(chosen)).percentile(50)
+        run_load(port, chosen[:4], 1, 600.0, sending, max_requests=4)
+        http = run_load(port, chosen, 1, 600.0, sending, max_requests=len(chosen)).percentile(50)
         measured.ratios.append(http / in_process)
         measured.in_process_ms.append(in_process)
         measured.http_ms.append(http)
@@ -408,6 +414,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="make demo's Fashion-MNIST artifacts, a generated sample catalog, or (auto) the first "
                              "when built")
     parser.add_argument("--image-size", type=int, default=32, help="for a generated catalog (default 32)")
+    parser.add_argument("--client", choices=tuple(CLIENTS), default=Sending.client,
+                        help="the load's HTTP client: lean (one write a request, answers read by Content-Length, as "
+                             f"wrk does) or the standard library's http.client (default {Sending.client})")
     options = parser.parse_args(argv if argv is not None else [])
     clients = [int(c) for c in options.clients.split(",")]
     cores = os.cpu_count() or 1
@@ -423,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
                                                 files, cores)
             image_size = next(iter(in_process.values())).image_size
             print(f"\n## serving: {config.catalog.kind} artifacts, {image_size} px images, {len(files)} query images, "
-                  f"{cores} cores, load average {os.getloadavg()[0]:.1f} at the start")
+                  f"{cores} cores, load average {os.getloadavg()[0]:.1f} at the start, {options.client} clients")
             for local in in_process.values():
                 print(f"{local.runtime}: caption step alone (Python, holds the GIL): {local.caption_ms():.1f} ms per query")
             print("In-process numbers are measured right before each HTTP run, the server idle, with the server's runtime; "
@@ -437,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
             runs: list[RunSummary] = []
             for layout, settings, runtime, upload in plans:
                 runs += measure_layout(layout, args, settings, in_process[runtime], files, clients, options.seconds,
-                                       workdir, upload)
+                                       workdir, Sending(upload, options.client))
             print(f"\nAgainst the targets ({image_size} px, {usable_cores()} usable cores):")
             print("\n".join(target_lines(runs)))
         finally:
@@ -465,7 +474,7 @@ def plan_layout(layout: str, args: list[str], config: Config, workdir: Path) -> 
 
 
 def measure_layout(layout: str, args: list[str], settings: list[str], local: InProcess, files: list[bytes],
-                   clients: list[int], seconds: float, workdir: Path, upload: str = BODY) -> list[RunSummary]:
+                   clients: list[int], seconds: float, workdir: Path, sending: Sending = Sending()) -> list[RunSummary]:
     """Start the server with one layout and load it with each client count, next to in-process numbers; prints
     a table row for each run and returns what they say about the targets."""
     port = free_port()
@@ -475,16 +484,16 @@ def measure_layout(layout: str, args: list[str], settings: list[str], local: InP
         for count in clients:
             p50, _, cpu_ms = local.query_ms()
             forward_before = local.forward_images_per_second(count)
-            run_load(port, files, count, min(2.0, seconds), upload)  # warm-up, not counted
+            run_load(port, files, count, min(2.0, seconds), sending)  # warm-up, not counted
             before, cpu, client_cpu = health(port).get("batching") or {}, cpu_seconds(server.pid), time.process_time()
-            result = run_load(port, files, count, seconds, upload)
+            result = run_load(port, files, count, seconds, sending)
             cpu, client_cpu = cpu_seconds(server.pid) - cpu, time.process_time() - client_cpu
             after = health(port).get("batching") or {}
             # Timed again after the load: on a shared machine one reading swung from 43 to 87 images/s between
             # runs minutes apart (2026-12-03, 224 px), so the ratio divides by the mean of the two.
             forward_after = local.forward_images_per_second(count)
             forward = (forward_before + forward_after) / 2
-            lone = side_by_side(port, local, files, upload) if count == 1 else None
+            lone = side_by_side(port, local, files, sending) if count == 1 else None
             errors = sum(result.errors.values())
             answered = max(len(result.latencies_ms), 1)
             server_cpu_ms, client_cpu_ms = 1e3 * cpu / answered, 1e3 * client_cpu / answered
