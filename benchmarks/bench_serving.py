@@ -9,13 +9,15 @@ A lone shopper's ratio is also taken side by side (slices in process and over HT
 of their ratios), and each load run's CPU a request (server and clients) gives the throughput all the
 cores could reach at that cost: when a run comes near that ceiling, only less work a request raises it.
 The output ends with each run against the targets (LONE_TARGET, LOAD_TARGET), met or not.
+The clients are lean ones (benchmarks.http_clients: one write a request, answers read by their
+Content-Length, as wrk does); `--client http.client` loads the server through the standard library's.
 Artifacts: the Fashion-MNIST ones of `make demo` when var/fashion-mnist holds them (or `--catalog demo`),
 else (or with `--catalog generated`) a generated sample catalog in DeepFashion's layout at `--image-size`,
 embedded with random weights (the model's cost is the same either way): `--catalog generated
 --image-size 224` serves at DeepFashion's size, where the forward pass outweighs the rest of a request.
 
     python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn_per_worker,gunicorn_solo,batched,serial]
-                                       [--catalog auto|demo|generated] [--image-size 32]
+                                       [--catalog auto|demo|generated] [--image-size 32] [--client lean|http.client]
 """
 from __future__ import annotations
 
