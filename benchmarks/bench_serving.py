@@ -69,15 +69,6 @@ RUNTIMES = {"torch": "torch", "onnx": "onnxruntime"}
 # How the clients send the photo: as the body (what the search page does), or, with "-multipart" added to
 # the layout's name, as a multipart form (what an HTML form or curl -F does).
 BODY, MULTIPART = "body", "multipart"
-
-
-@dataclass(frozen=True)
-class Sending:
-    """How the load's clients send their searches: the photo as the body or as a multipart form (``upload``),
-    and over which HTTP client (benchmarks.http_clients.CLIENTS)."""
-
-    upload: str = BODY
-    client: str = "lean"
 LAYOUTS = {
     "batched": ["app.server=waitress", "app.max_batch=8"],
     "serial": ["app.server=waitress", "app.max_batch=1"],
@@ -91,6 +82,15 @@ LAYOUTS = {
     "gunicorn_solo": ["app.server=gunicorn", "app.max_batch=8", "app.shared_model=false", "app.workers=1",
                       f"app.torch_threads={usable_cores()}"],
 }
+
+
+@dataclass(frozen=True)
+class Sending:
+    """How the load's clients send their searches: the photo as the body or as a multipart form (``upload``),
+    and over which HTTP client (benchmarks.http_clients.CLIENTS)."""
+
+    upload: str = BODY
+    client: str = "lean"
 
 
 @dataclass
