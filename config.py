@@ -248,6 +248,10 @@ class AppConfig:
     # gunicorn: one model process embeds every worker's queries, micro-batched together, with all the cores
     # (search_app.model_server); false: each worker its own model on its share of the cores.
     shared_model: bool = True
+    # With the shared model on a CPU: a photo search alone in the server is embedded by its worker's own copy
+    # of the model (with every core, taking turns with the model process), not sent there and back
+    # (search_app.lone_queries). Each worker then holds a copy of the network.
+    lone_queries_in_workers: bool = True
     # torch intra-op threads of the model process (shared_model), else per worker; 0: all the cores, or the
     # cores divided among the workers. workers × threads ≤ cores without a shared model.
     torch_threads: int = 0
@@ -265,8 +269,9 @@ class AppConfig:
         _check_range("app.workers", self.workers, 0, 64)
         _check_range("app.threads", self.threads, 1, 256)
         _check_range("app.torch_threads", self.torch_threads, 0, 256)
-        if not isinstance(self.shared_model, bool):
-            raise ConfigError(f"app.shared_model: expected true or false, got {self.shared_model!r}")
+        for name in ("shared_model", "lone_queries_in_workers"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"app.{name}: expected true or false, got {getattr(self, name)!r}")
         _check_range("app.max_batch", self.max_batch, 1, 256)
         _check_nonnegative("app.batch_wait_ms", self.batch_wait_ms)
         if self.batch_wait_ms > 1000:

@@ -75,6 +75,8 @@ LAYOUTS = {
     # What serve --prod picks on 2 cores or more (workers from the cores, one model process for all of them),
     # named for benchmarks on any machine.
     "gunicorn": ["app.server=gunicorn", "app.max_batch=8"],
+    # The same, but every query through the model process, a lone one too (before search_app.lone_queries).
+    "gunicorn_remote": ["app.server=gunicorn", "app.max_batch=8", "app.lone_queries_in_workers=false"],
     # The same workers, each with a model of its own on its share of the cores.
     "gunicorn_per_worker": ["app.server=gunicorn", "app.max_batch=8", "app.shared_model=false"],
     # One worker whose own model has every core: a lone query without the model process's round trip, what
@@ -527,9 +529,11 @@ def batch_times(before: dict, after: dict, seconds: float) -> str:
 
 def mean_batch(before: dict, after: dict) -> str:
     """The mean micro-batch size between two /healthz readings (the model process's under gunicorn; one
-    worker's with a model per worker)."""
+    worker's with a model per worker), and the queries that workers answered alone (search_app.lone_queries)."""
     batches = after.get("batches", 0) - before.get("batches", 0)
-    return f"{(after.get('items', 0) - before.get('items', 0)) / batches:.2f}" if batches > 0 else "-"
+    mean = f"{(after.get('items', 0) - before.get('items', 0)) / batches:.2f}" if batches > 0 else "-"
+    alone = after.get("worker_lone_queries", 0) - before.get("worker_lone_queries", 0)
+    return f"{mean} (+{alone} alone in workers)" if alone > 0 else mean
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from indexer.knn import knn_vote, top_classes
 from search_app.filtering import CategorySearch, without_row
 from search_app.items import ItemTable, display_image, encode_jpeg
 from search_app.captioning import CaptionMaker
+from search_app.lone_queries import CoreTurn, LoneQuerySearcher, WorkerSlot
 from search_app.model_client import ModelAddress, ModelUnavailable, RemoteQuerySearcher
 from search_app.query_search import Found, QueryEmbedder, QuerySearcher
 from search_app.results import Neighbour, Prediction, SearchResult
@@ -45,7 +46,7 @@ class SearchEngine:
 
     def __init__(
         self,
-        embed_image: Callable[[Image.Image], np.ndarray] | QueryEmbedder | RemoteQuerySearcher,
+        embed_image: Callable[[Image.Image], np.ndarray] | QueryEmbedder | RemoteQuerySearcher | LoneQuerySearcher,
         index: faiss.Index,
         items: ItemTable,
         class_names: Sequence[str],
@@ -62,7 +63,8 @@ class SearchEngine:
     ) -> None:
         """``embed_image`` is an Image -> vector function, or a QueryEmbedder that embeds many prepared images
         in one pass; concurrent queries then share up to ``max_batch`` passes and index scans; or a model
-        process's RemoteQuerySearcher, which embeds, batches and scans there. ``vectors``
+        process's RemoteQuerySearcher, which embeds, batches and scans there (or a LoneQuerySearcher, which
+        does so too but for the queries that come alone). ``vectors``
         (N x D, the embeddings file's) are what "more like this" searches with; without them the index
         must give its vectors back (flat indexes do; IVF, HNSW-with-ids and GPU indexes do not)."""
         if index.ntotal != len(items):
@@ -90,8 +92,8 @@ class SearchEngine:
         self._by_category = CategorySearch(index, items.label, len(self.class_names))
         # The app answers requests on several threads; faiss GPU indexes must not be searched concurrently.
         self._search_lock = threading.Lock()
-        self.queries: QuerySearcher | RemoteQuerySearcher
-        if isinstance(embed_image, RemoteQuerySearcher):
+        self.queries: QuerySearcher | RemoteQuerySearcher | LoneQuerySearcher
+        if isinstance(embed_image, (RemoteQuerySearcher, LoneQuerySearcher)):
             self.queries = embed_image
         else:
             if not isinstance(embed_image, QueryEmbedder):
@@ -258,11 +260,14 @@ class SearchEngine:
         self.queries.close()
 
     @classmethod
-    def from_artifacts(cls, config: Config, model: ModelAddress | None = None) -> SearchEngine:
+    def from_artifacts(cls, config: Config, model: ModelAddress | None = None,
+                       lone_slot: WorkerSlot | None = None) -> SearchEngine:
         """The engine for config's artifacts: embeddings.h5, index.faiss, the checkpoint they name, the catalog.
 
         With ``model``, queries are embedded and scanned by that model process (search_app.model_server),
-        shared by every worker of `serve --prod`, and this process loads no embedding network."""
+        shared by every worker of `serve --prod`, and this process loads no embedding network; with
+        ``lone_slot`` too, on a CPU, it loads one for the queries that come while the server has no other
+        (search_app.lone_queries)."""
         embeddings_path, index_path = artifact_paths(config)
         stored = read_embeddings(embeddings_path)
         # With a model process, only it scans on a GPU: a worker's few scans (a category, "more like this")
@@ -270,11 +275,19 @@ class SearchEngine:
         index = load_index(index_path, embeddings_path, config.index.gpu if model is None else "off")
         # Likewise the caption annotator (a small GRU) runs on the worker's CPU then.
         device = query_device(config) if model is None else "cpu"
-        queries: QueryEmbedder | RemoteQuerySearcher
+        queries: QueryEmbedder | RemoteQuerySearcher | LoneQuerySearcher
         if model is None:
             if config.app.torch_threads:
                 limit_threads(config.app.torch_threads)
             queries = load_query_embedder(config, stored, index, device)
+        elif lone_slot is not None and model.turn_path and query_device(config) == "cpu":
+            # This worker's own network runs only in the model process's stead (they take turns), so with
+            # as many threads as it has.
+            limit_threads(config.app.torch_threads or 1)
+            local = QuerySearcher(load_query_embedder(config, stored, index, "cpu", lone_only=True), index,
+                                  threading.Lock())
+            queries = LoneQuerySearcher(RemoteQuerySearcher.connect(model, index.d, pixel_transform), local,
+                                        lone_slot.counts, lone_slot.slot, CoreTurn(model.turn_path))
         else:
             # The model process embeds and scans; what is left here (preparing images, a category's or "more
             # like this" scans) is a thread's work between the model's passes.
@@ -314,10 +327,12 @@ def pixel_transform(preprocessing: Any) -> Callable[[Image.Image], Any]:
     return build_pixel_transform(preprocessing)
 
 
-def load_query_embedder(config: Config, stored: EmbeddingsFile, index: faiss.Index, device: str) -> QueryEmbedder:
-    """The embedder of the checkpoint that made ``stored``, ready for queries and checked against ``index``."""
+def load_query_embedder(config: Config, stored: EmbeddingsFile, index: faiss.Index, device: str,
+                        lone_only: bool = False) -> QueryEmbedder:
+    """The embedder of the checkpoint that made ``stored``, ready for queries and checked against ``index``;
+    ``lone_only``: for batches of one image only (the network of fewer than FEW_QUERIES images)."""
     loaded = _load_matching_checkpoint(stored, config.artifacts / CHECKPOINT_NAME, device)
-    query_embedder = _query_embedder(loaded, device, config, stored.mirror_average)
+    query_embedder = _query_embedder(loaded, device, config, stored.mirror_average, lone_only)
     # One query at start-up: the first shopper does not wait for the warm-up, and a model that
     # does not fit the index is found now rather than on every request.
     probe = query_embedder.embed_one(Image.new("RGB", (64, 64), "white"))
@@ -338,7 +353,8 @@ def limit_threads(threads: int) -> None:
     limit_search_threads(threads)
 
 
-def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_average: bool) -> QueryEmbedder:
+def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_average: bool,
+                    lone_only: bool = False) -> QueryEmbedder:
     """Images resized on the request's thread and embedded as build-index embeds the catalog: uint8 pixels
     normalised per batch, BatchNorms folded, channels_last, the configured precision, averaged with their
     mirror images when the index's vectors were; where query_precisions splits it, batches of fewer than
@@ -346,11 +362,13 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_
     import torch
 
     from embedder.extract import embed_batch
-    from embedder.inference import FEW_QUERIES, prepare_checkpoint, query_precisions
+    from embedder.inference import FEW_QUERIES, QueryPrecisions, prepare_checkpoint, query_precisions
     from embedder.transforms import build_pixel_transform, normalize_batch
 
     preprocessing = loaded.preprocessing
     precisions = query_precisions(config.embedder.precision, config.embedder.runtime, device, preprocessing.image_size)
+    if lone_only:
+        precisions = QueryPrecisions(precisions.few, precisions.few)
 
     def prepared(precision: str) -> tuple[Callable, str]:
         # Folding (torch) or exporting (ONNX Runtime) makes a copy; the training network is not needed for queries.

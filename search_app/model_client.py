@@ -35,6 +35,9 @@ class ModelAddress:
 
     path: str
     authkey: bytes
+    # The lock file by which the model process and workers that embed lone queries themselves take turns at
+    # the cores (search_app.lone_queries); "" where no worker does.
+    turn_path: str = ""
 
 
 class ModelUnavailable(RuntimeError):

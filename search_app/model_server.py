@@ -21,10 +21,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, Listener
 from typing import IO, Any
 
 from config import Config
+from search_app.lone_queries import CoreTurn
 from search_app.model_client import ModelAddress
 from search_app.model_messages import (ARRAYS, EMBED, FAILED, HELLO, INCOMING, LEFT, PICKLED, SEARCH, STATS,
                                          pack_arrays, pack_object, unpack_arrays)
@@ -56,7 +58,8 @@ class ModelProcess:
         self.threads = threads
         self.start_timeout_s = start_timeout_s
         self._directory = tempfile.mkdtemp(prefix="lookbook-model-")
-        self.address = ModelAddress(os.path.join(self._directory, "model.sock"), os.urandom(32))
+        self.address = ModelAddress(os.path.join(self._directory, "model.sock"), os.urandom(32),
+                                    os.path.join(self._directory, "cores.lock"))
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()  # between stop() and a restart in progress
         self._stopping = threading.Event()
@@ -164,7 +167,8 @@ def run_model_process(config: Config, address: ModelAddress, threads: int, ready
     try:
         # Batches on this, the main thread (searcher.batcher.serve() below): torch's CPU forward passes ran
         # slower on any other (search_app.batching). With max_batch 1 they run on the connections' threads.
-        searcher = load_searcher(config, threads, own_thread=False)
+        searcher = load_searcher(config, threads, own_thread=False,
+                                 exclusive=CoreTurn(address.turn_path).held if address.turn_path else None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address.path)  # left by a model process that died
         listener = Listener(address.path, family="AF_UNIX", authkey=address.authkey)
@@ -192,9 +196,11 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def load_searcher(config: Config, threads: int, own_thread: bool = True) -> QuerySearcher:
+def load_searcher(config: Config, threads: int, own_thread: bool = True,
+                  exclusive: Callable[[], contextlib.AbstractContextManager] | None = None) -> QuerySearcher:
     """The artifacts' index and the checkpoint that made it, embedding and scanning in micro-batches (on a
-    thread of the batcher's own, or with ``own_thread`` false where ``searcher.batcher.serve()`` is called)."""
+    thread of the batcher's own, or with ``own_thread`` false where ``searcher.batcher.serve()`` is called),
+    each batch inside ``exclusive()`` when given."""
     from indexer.embeddings_file import read_embeddings
     from indexer.index import load_index
     from search_app.engine import artifact_paths, limit_threads, load_query_embedder, query_device
@@ -205,7 +211,7 @@ def load_searcher(config: Config, threads: int, own_thread: bool = True) -> Quer
     limit_threads(threads)
     embedder = load_query_embedder(config, stored, index, query_device(config))
     return QuerySearcher(embedder, index, threading.Lock(), config.app.max_batch, config.app.batch_wait_ms / 1e3,
-                         own_thread=own_thread)
+                         own_thread=own_thread, exclusive=exclusive or contextlib.nullcontext)
 
 
 class ModelServer:

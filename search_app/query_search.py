@@ -51,8 +51,12 @@ class QuerySearcher:
     """Embed a query image and find its ``depth`` nearest rows, sharing the work with concurrent queries."""
 
     def __init__(self, embedder: QueryEmbedder, index: faiss.Index, index_lock: threading.Lock,
-                 max_batch: int = 1, max_wait_s: float = 0.0, own_thread: bool = True) -> None:
+                 max_batch: int = 1, max_wait_s: float = 0.0, own_thread: bool = True,
+                 exclusive: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
         self.embedder = embedder
+        # Held around each batch: a model process takes its turn at the cores with workers that embed lone
+        # queries themselves (search_app.lone_queries).
+        self.exclusive = exclusive
         self.index = index
         # Held for every search of the index: faiss GPU indexes must not be searched concurrently.
         self.index_lock = index_lock
@@ -93,6 +97,10 @@ class QuerySearcher:
         self.batcher.close()
 
     def _embed_and_search(self, queries: Sequence[tuple[Any, int]]) -> list[Found]:
+        with self.exclusive():
+            return self._embed_and_search_now(queries)
+
+    def _embed_and_search_now(self, queries: Sequence[tuple[Any, int]]) -> list[Found]:
         started = time.perf_counter()
         vectors = np.asarray(self.embedder.embed([prepared for prepared, _ in queries]), dtype=np.float32)
         vectors = vectors.reshape(len(queries), -1)

@@ -31,6 +31,8 @@ class ServingLayout:
     max_batch: int
     batch_wait_ms: float
     shared_model: bool = False  # one model process for all workers (gunicorn only)
+    # With the shared model: a query alone in the server runs on its worker's own copy (search_app.lone_queries).
+    lone_queries_in_workers: bool = False
 
     def describe(self) -> str:
         """One line for the log and the terminal."""
@@ -38,6 +40,8 @@ class ServingLayout:
                     if self.max_batch > 1 else "one query at a time")
         model = (f"one model process with {self.torch_threads} torch thread(s) for all workers" if self.shared_model
                  else f"{self.torch_threads} torch thread(s) per worker")
+        if self.lone_queries_in_workers:
+            model += " (a query alone in the server: its worker's own copy, in turn with it)"
         return f"{self.server}: {self.workers} worker(s) × {self.threads} request threads, {model}, {batching}"
 
 
@@ -89,7 +93,8 @@ def resolve_layout(app: AppConfig, cores: int, gunicorn_runs: bool = os.name == 
                 f"is more than the {cores} CPU cores; lower app.workers or app.torch_threads (torch threads competing "
                 "for cores make every query many times slower), or set app.shared_model = true"
             )
-    return ServingLayout(server, workers, app.threads, torch_threads, app.max_batch, app.batch_wait_ms, shared_model)
+    return ServingLayout(server, workers, app.threads, torch_threads, app.max_batch, app.batch_wait_ms, shared_model,
+                         lone_queries_in_workers=shared_model and app.lone_queries_in_workers)
 
 
 def usable_cores() -> int:
@@ -142,6 +147,17 @@ def _run_gunicorn(config: Config, layout: ServingLayout, host: str, port: int, m
 
     from search_app import create_app
     from search_app.engine import SearchEngine
+    from search_app.lone_queries import SearchCounts, WorkerSlot
+
+    # Made here, in the master, so that every worker forked from it shares the memory. Twice the workers:
+    # gunicorn starts a worker's replacement as the old one leaves.
+    counts = SearchCounts(2 * layout.workers) if model is not None and layout.lone_queries_in_workers else None
+
+    def pre_fork(server, worker) -> None:  # in the master
+        worker.lookbook_slot = counts.take_slot()
+
+    def child_exit(server, worker) -> None:  # in the master
+        counts.free_slot(worker.lookbook_slot)
 
     class LookbookGunicorn(BaseApplication):
         """Gunicorn with its settings from the layout, and the app built in each worker after the fork."""
@@ -156,13 +172,17 @@ def _run_gunicorn(config: Config, layout: ServingLayout, host: str, port: int, m
                 "preload_app": False,
                 "timeout": 120,
                 "accesslog": None,
+                **({"pre_fork": pre_fork, "post_fork": self.post_fork, "child_exit": child_exit} if counts else {}),
             }
             for key, value in settings.items():
                 self.cfg.set(key, value)
 
+        def post_fork(self, server, worker) -> None:  # in the worker, before load()
+            self.slot = WorkerSlot(counts, worker.lookbook_slot)
+
         def load(self):
             if model is None:
                 return create_app(config)
-            return create_app(config, SearchEngine.from_artifacts(config, model))
+            return create_app(config, SearchEngine.from_artifacts(config, model, getattr(self, "slot", None)))
 
     LookbookGunicorn().run()

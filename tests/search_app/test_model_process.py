@@ -12,39 +12,12 @@ from multiprocessing.connection import Listener
 import faiss
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
-from embedder.transforms import Preprocessing, build_pixel_transform
+from embedder.transforms import build_pixel_transform
 from search_app.model_client import ModelAddress, ModelUnavailable, RemoteQuerySearcher
 from search_app.model_server import ModelProcess, ModelProcessError, ModelServer
 from search_app.query_search import QueryEmbedder, QuerySearcher
-
-PREPROCESSING = Preprocessing(image_size=8, resize="squash", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-CATALOG = 40
-
-
-def colour_features(pixels: list[torch.Tensor]) -> np.ndarray:
-    """n prepared 3×8×8 uint8 images -> n×6 unit vectors: each half's mean colour."""
-    batch = torch.stack([torch.as_tensor(p) for p in pixels]).to(torch.float32) / 255.0
-    halves = torch.cat([batch[:, :, :4].mean(dim=(2, 3)), batch[:, :, 4:].mean(dim=(2, 3))], dim=1) - 0.5
-    return torch.nn.functional.normalize(halves, dim=1).numpy()
-
-
-class CountingEmbed:
-    """colour_features, remembering each batch's size."""
-
-    def __init__(self) -> None:
-        self.sizes: list[int] = []
-
-    def __call__(self, pixels):
-        self.sizes.append(len(pixels))
-        return colour_features(list(pixels))
-
-
-def random_image(rng: np.random.Generator) -> Image.Image:
-    return Image.fromarray(rng.integers(0, 256, size=(20, 16, 3), dtype=np.uint8))
-
+from tests.search_app.stand_in_model import CATALOG, PREPROCESSING, CountingEmbed, colour_features, random_image
 
 @pytest.fixture()
 def served(tmp_path):

@@ -155,6 +155,12 @@ def test_the_production_server_answers_concurrent_searches_and_bad_input(request
         assert [r["item_id"] for r in answer["results"]] == [r["item_id"] for r in expected[colour]]
         assert [r["similarity"] for r in answer["results"]] == pytest.approx(
             [r["similarity"] for r in expected[colour]], abs=1e-4)
+    if server == "prod_server":
+        # There the queries sent one at a time were answered by their workers' own models
+        # (search_app.lone_queries), and the concurrent ones, the same, by the model process.
+        with urllib.request.urlopen(prod_server + "/healthz", timeout=10) as response:
+            batching = json.load(response)["batching"]
+        assert batching["worker_lone_queries"] >= len(expected) and batching["items"] > 0
 
     bad = [
         (*multipart(b"hello"), 400, "is not an image"),
@@ -179,11 +185,14 @@ def get_json(url: str) -> tuple[int, dict]:
 
 
 @pytest.mark.slow
-def test_when_the_model_process_dies_searches_get_503_until_it_is_back(sample_artifacts, tmp_path):
+@pytest.mark.parametrize("lone_queries_in_workers", [False, True])
+def test_when_the_model_process_dies_searches_get_503_until_it_is_back(sample_artifacts, tmp_path,
+                                                                       lone_queries_in_workers):
     from benchmarks.server_process import free_port, start_server, stop_server
 
     port = free_port()
-    server = start_server(sample_artifacts, port, tmp_path / "serve.log", ("app.server=gunicorn",))
+    server = start_server(sample_artifacts, port, tmp_path / "serve.log",
+                          ("app.server=gunicorn", f"app.lone_queries_in_workers={str(lone_queries_in_workers).lower()}"))
     base, search = f"http://127.0.0.1:{port}", lambda: post(f"{base}/api/search", *multipart(photo((200, 30, 30))))
     try:
         status, health = get_json(base + "/healthz")
@@ -194,7 +203,11 @@ def test_when_the_model_process_dies_searches_get_503_until_it_is_back(sample_ar
         first_item = answer["results"][0]["item_id"]
         os.kill(first_model, signal.SIGKILL)
         status, answer = search()
-        assert status == 503 and "the search model is not available right now" in answer["error"]
+        if lone_queries_in_workers:
+            # A query alone in the server is its worker's to answer, model process or not, and the same.
+            assert status == 200 and answer["results"][0]["item_id"] == first_item
+        else:
+            assert status == 503 and "the search model is not available right now" in answer["error"]
         status, health = get_json(base + "/healthz")
         assert status == 503 and health["status"] == "unavailable" and not health["model_loaded"]
         assert "restarting" in health["error"]
@@ -203,7 +216,7 @@ def test_when_the_model_process_dies_searches_get_503_until_it_is_back(sample_ar
         assert status == 200 and answer["results"]
         # The server starts the model process again; the workers' next queries reach it.
         deadline = time.monotonic() + 120
-        while search()[0] != 200:
+        while search()[0] != 200 or get_json(base + "/healthz")[0] != 200:
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
         status, health = get_json(base + "/healthz")
