@@ -154,10 +154,15 @@ def _run_gunicorn(config: Config, layout: ServingLayout, host: str, port: int, m
     counts = SearchCounts(2 * layout.workers) if model is not None and layout.lone_queries_in_workers else None
 
     def pre_fork(server, worker) -> None:  # in the master
-        worker.lookbook_slot = counts.take_slot()
+        try:
+            worker.lookbook_slot = counts.take_slot()
+        except RuntimeError as error:  # more workers than planned (gunicorn's TTIN signal): this one sends every query
+            log.warning("%s: a new worker sends every query to the model process", error)
+            worker.lookbook_slot = None
 
     def child_exit(server, worker) -> None:  # in the master
-        counts.free_slot(worker.lookbook_slot)
+        if worker.lookbook_slot is not None:
+            counts.free_slot(worker.lookbook_slot)
 
     class LookbookGunicorn(BaseApplication):
         """Gunicorn with its settings from the layout, and the app built in each worker after the fork."""
@@ -178,7 +183,7 @@ def _run_gunicorn(config: Config, layout: ServingLayout, host: str, port: int, m
                 self.cfg.set(key, value)
 
         def post_fork(self, server, worker) -> None:  # in the worker, before load()
-            self.slot = WorkerSlot(counts, worker.lookbook_slot)
+            self.slot = None if worker.lookbook_slot is None else WorkerSlot(counts, worker.lookbook_slot)
 
         def load(self):
             if model is None:

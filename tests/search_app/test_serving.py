@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -228,6 +229,45 @@ def test_when_the_model_process_dies_searches_get_503_until_it_is_back(sample_ar
     # Stopping the server stopped its model process too.
     with pytest.raises(ProcessLookupError):
         os.kill(health["batching"]["model_pid"], 0)
+
+
+def gunicorn_workers(master: int) -> set[int]:
+    """The worker processes of a gunicorn master (its children but the model process)."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return {int(pid) for pid in children
+            if b"search_app.model_server" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds gunicorn's workers through /proc (Linux)")
+def test_workers_that_die_give_back_their_search_count_slots(sample_artifacts, tmp_path):
+    from benchmarks.server_process import free_port, start_server, stop_server
+
+    port = free_port()
+    server = start_server(sample_artifacts, port, tmp_path / "serve.log", ("app.server=gunicorn", "app.workers=2"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        workers = gunicorn_workers(server.pid)
+        assert len(workers) == 2
+        # Four slots for two workers: without them given back, the third replacement would find none.
+        for _ in range(3):
+            os.kill(min(workers), signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            while len(now := gunicorn_workers(server.pid)) != 2 or now == workers:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(0.2)
+            workers = now
+        deadline = time.monotonic() + 120
+        while get_json(base + "/healthz")[0] != 200:  # the replacements have loaded
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.2)
+        before = get_json(base + "/healthz")[1]["batching"]["worker_lone_queries"]
+        for colour in ((200, 30, 30), (30, 200, 30), (30, 30, 200)):
+            assert post(f"{base}/api/search", *multipart(photo(colour)))[0] == 200
+        assert get_json(base + "/healthz")[1]["batching"]["worker_lone_queries"] == before + 3
+    finally:
+        stop_server(server)
+    assert "slots are taken" not in (tmp_path / "serve.log").read_text()
 
 
 @pytest.mark.parametrize(("operator_setting", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
