@@ -16,7 +16,7 @@ else (or with `--catalog generated`) a generated sample catalog in DeepFashion's
 embedded with random weights (the model's cost is the same either way): `--catalog generated
 --image-size 224` serves at DeepFashion's size, where the forward pass outweighs the rest of a request.
 
-    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn_per_worker,gunicorn_solo,batched,serial]
+    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn_remote,gunicorn_per_worker,gunicorn_solo,batched,serial]
                                        [--catalog auto|demo|generated] [--image-size 32] [--client lean|http.client]
 """
 from __future__ import annotations

@@ -7,7 +7,8 @@ and pays for the trip to it and back: two messages and two wake-ups of sleeping 
 worker and its own model (benchmarks.bench_serving's gunicorn_solo), a lone 32-px query took 1.23-1.27 ×
 its in-process time against 1.31-1.32 through the model process (2026-12-03, 2-core AMD EPYC), but 8
 clients got ~12 % fewer answers from one GIL. Here each query picks: alone, its worker's model; with
-company, the model process's batches.
+company, the model process's batches. Measured so (benchmarks/README, "stop 26"): lone 1.11-1.28 against
+1.28-1.46 through the model process, 8 clients as fast; a worker holds ~0.3 GiB more at 224 px.
 
 Two forward passes at once on the same cores make both many times slower, so the model process and
 the workers take turns at the cores through a lock file (`CoreTurn`, flock: the kernel releases it when

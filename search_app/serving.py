@@ -2,7 +2,8 @@
 
 Under gunicorn (the default on 2 cores or more), one model process embeds and scans the queries of
 every worker, micro-batched together, with all the cores (search_app.model_server); each worker
-loads the index and catalog once (the app factory runs in the worker) and does the requests' own work.
+loads the index and catalog once (the app factory runs in the worker) and does the requests' own work;
+on a CPU it also embeds the queries that come while the server has no other (search_app.lone_queries).
 Without the shared model (app.shared_model = false), and under waitress, each process loads the model
 too, sets torch's intra-op threads so that workers × torch threads never exceed the cores, and funnels
 its request threads' queries through one micro-batching model thread (search_app.batching).
