@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import faiss
@@ -228,9 +229,19 @@ def test_search_threads_can_be_capped_per_process_without_changing_answers():
     index = build_index(xb, use_gpu="off")
     before = faiss.omp_get_max_threads()
     expected = search(index, xb[:8], 5)
+    seen_by_a_later_thread = []
+
+    def later_thread() -> None:  # as a server's request threads, started after the cap
+        search(index, xb[:8], 5)
+        seen_by_a_later_thread.append(faiss.omp_get_max_threads())
+
     try:
         limit_search_threads(1)
         assert faiss.omp_get_max_threads() == 1
         assert all(np.array_equal(got, want) for got, want in zip(search(index, xb[:8], 5), expected))
+        thread = threading.Thread(target=later_thread)
+        thread.start()
+        thread.join()
+        assert seen_by_a_later_thread == [1]
     finally:
         limit_search_threads(before)
