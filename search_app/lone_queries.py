@@ -195,3 +195,4 @@ class LoneQuerySearcher:
     def close(self) -> None:
         self.remote.close()
         self.local.close()
+        self.turn.close()

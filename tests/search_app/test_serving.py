@@ -65,6 +65,17 @@ def test_an_oversubscribed_layout_is_a_config_error_naming_the_keys(settings, co
         resolve_layout(AppConfig(**settings, shared_model=False), cores)
 
 
+@pytest.mark.parametrize(
+    "settings, lone",
+    [({}, True), ({"lone_queries_in_workers": False}, False), ({"shared_model": False}, False),
+     ({"server": "waitress"}, False)],
+)
+def test_lone_queries_run_in_workers_only_beside_a_shared_model_and_unless_turned_off(settings, lone):
+    layout = resolve_layout(AppConfig(**settings), 2, gunicorn_runs=True)
+    assert layout.lone_queries_in_workers == lone
+    assert ("its worker's own copy" in layout.describe()) == lone
+
+
 def test_a_shared_model_with_more_threads_than_cores_is_a_config_error():
     with pytest.raises(ConfigError, match="app.torch_threads = 4 is more than the 2 CPU cores"):
         resolve_layout(AppConfig(torch_threads=4), 2, gunicorn_runs=True)
@@ -92,6 +103,7 @@ def test_where_gunicorn_cannot_run_asking_for_it_is_a_config_error(settings, mes
         ({"app.batch_wait_ms": "5000"}, "app.batch_wait_ms: 5000.0 must be at most 1000"),
         ({"app.torch_threads": "many"}, "app.torch_threads: expected an integer"),
         ({"app.shared_model": "maybe"}, "app.shared_model: expected true or false, got 'maybe'"),
+        ({"app.lone_queries_in_workers": "sometimes"}, "app.lone_queries_in_workers: expected true or false, got 'sometimes'"),
     ],
 )
 def test_bad_serving_settings_name_the_key(overrides, message):
