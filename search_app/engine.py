@@ -281,11 +281,17 @@ class SearchEngine:
                 limit_threads(config.app.torch_threads)
             queries = load_query_embedder(config, stored, index, device)
         elif lone_slot is not None and model.turn_path and query_device(config) == "cpu":
-            # This worker's own network runs only in the model process's stead (they take turns), so with
-            # as many threads as it has.
+            # This worker's own network and scans run only in the model process's stead (they take turns), so
+            # with as many threads as it has.
             limit_threads(config.app.torch_threads or 1)
             local = QuerySearcher(load_query_embedder(config, stored, index, "cpu", lone_only=True), index,
                                   threading.Lock())
+            if local.runtime == "onnxruntime":
+                # Its pool was made with those threads; the worker's own torch work (the caption annotator)
+                # stays on one, as beside the model process without a network here.
+                import torch
+
+                torch.set_num_threads(1)
             queries = LoneQuerySearcher(RemoteQuerySearcher.connect(model, index.d, pixel_transform), local,
                                         lone_slot.counts, lone_slot.slot, CoreTurn(model.turn_path))
         else:
