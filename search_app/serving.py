@@ -168,6 +168,8 @@ def _run_gunicorn(config: Config, layout: ServingLayout, host: str, port: int, m
     class LookbookGunicorn(BaseApplication):
         """Gunicorn with its settings from the layout, and the app built in each worker after the fork."""
 
+        slot: WorkerSlot | None = None  # this worker's, set by post_fork where lone queries run in workers
+
         def load_config(self) -> None:
             settings = {
                 "bind": f"{host}:{port}",
@@ -178,7 +180,8 @@ def _run_gunicorn(config: Config, layout: ServingLayout, host: str, port: int, m
                 "preload_app": False,
                 "timeout": 120,
                 "accesslog": None,
-                **({"pre_fork": pre_fork, "post_fork": self.post_fork, "child_exit": child_exit} if counts else {}),
+                **({"pre_fork": pre_fork, "post_fork": self.post_fork, "child_exit": child_exit}
+                   if counts is not None else {}),
             }
             for key, value in settings.items():
                 self.cfg.set(key, value)
@@ -189,6 +192,6 @@ def _run_gunicorn(config: Config, layout: ServingLayout, host: str, port: int, m
         def load(self):
             if model is None:
                 return create_app(config)
-            return create_app(config, SearchEngine.from_artifacts(config, model, getattr(self, "slot", None)))
+            return create_app(config, SearchEngine.from_artifacts(config, model, self.slot))
 
     LookbookGunicorn().run()
