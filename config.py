@@ -239,22 +239,10 @@ class AppConfig:
     # Larger images are refused before decoding (decompression bombs).
     max_image_pixels: int = 40_000_000
     results: int = 12
-    # `serve --prod`: the WSGI server, its processes (each loads the model once) and request threads each.
-    # "auto": gunicorn where it runs (POSIX) on 2 cores or more, else waitress. workers 0: from the cores
-    # (search_app.serving.resolve_layout).
+    # `serve --prod`: "auto" (gunicorn where it runs, POSIX; else waitress), "gunicorn" or "waitress"; one
+    # process either way, with this many request threads (search_app.serving).
     server: str = "auto"
-    workers: int = 0
     threads: int = 8
-    # gunicorn: one model process embeds every worker's queries, micro-batched together, with all the cores
-    # (search_app.model_server); false: each worker its own model on its share of the cores.
-    shared_model: bool = True
-    # With the shared model on a CPU: a photo search alone in the server is embedded by its worker's own copy
-    # of the model (with every core, taking turns with the model process), not sent there and back
-    # (search_app.lone_queries). Each worker then holds a copy of the network.
-    lone_queries_in_workers: bool = True
-    # torch intra-op threads of the model process (shared_model), else per worker; 0: all the cores, or the
-    # cores divided among the workers. workers × threads ≤ cores without a shared model.
-    torch_threads: int = 0
     # Concurrent queries share one forward pass, up to max_batch images (1: one at a time); a batch waits
     # at most batch_wait_ms for queries already being received (a lone query never waits).
     max_batch: int = 8
@@ -266,19 +254,11 @@ class AppConfig:
         _check_range("app.max_image_pixels", self.max_image_pixels, 1, 1 << 31)
         _check_range("app.results", self.results, 1, 200)
         _check_choice("app.server", self.server, ("auto", "waitress", "gunicorn"))
-        _check_range("app.workers", self.workers, 0, 64)
         _check_range("app.threads", self.threads, 1, 256)
-        _check_range("app.torch_threads", self.torch_threads, 0, 256)
-        for name in ("shared_model", "lone_queries_in_workers"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"app.{name}: expected true or false, got {getattr(self, name)!r}")
         _check_range("app.max_batch", self.max_batch, 1, 256)
         _check_nonnegative("app.batch_wait_ms", self.batch_wait_ms)
         if self.batch_wait_ms > 1000:
             raise ConfigError(f"app.batch_wait_ms: {self.batch_wait_ms!r} must be at most 1000")
-        if self.server == "waitress" and self.workers > 1:
-            raise ConfigError(f"app.workers: waitress serves from one process, got {self.workers}; "
-                              'set app.server = "gunicorn" for several worker processes')
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,7 @@ def train_captioner(config: Config, epochs: int | None, time_budget: int | None)
 @cli.command()
 @click.option("--host", default=None, help="Listen address (default app.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default app.port, 5000).")
-@click.option("--prod", is_flag=True, help="A production WSGI server (app.server, app.workers, app.threads, ...).")
+@click.option("--prod", is_flag=True, help="A production WSGI server (app.server, app.threads, app.max_batch, ...).")
 @click.pass_obj
 @command
 def serve(config: Config, host: str | None, port: int | None, prod: bool):
@@ -253,9 +253,9 @@ def serve(config: Config, host: str | None, port: int | None, prod: bool):
     host, port = host or config.app.host, config.app.port if port is None else port
     if prod:
         # OpenMP threads that spin after each parallel region (libgomp's default) take the cores from
-        # the request threads between forward passes and index scans: 8 clients got 7 of 9 runs faster
-        # with passive waiting (benchmarks/bench_serving.py). torch and faiss read it once, when they
-        # load, so it is set before either is imported; an operator's own OMP_WAIT_POLICY wins.
+        # the request threads between forward passes and index scans (benchmarks/README.md, Serving).
+        # torch and faiss read it once, when they load, so it is set before either is imported; an
+        # operator's own OMP_WAIT_POLICY wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from search_app.serving import serve_production
 

@@ -16,7 +16,7 @@ else (or with `--catalog generated`) a generated sample catalog in DeepFashion's
 embedded with random weights (the model's cost is the same either way): `--catalog generated
 --image-size 224` serves at DeepFashion's size, where the forward pass outweighs the rest of a request.
 
-    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,gunicorn_remote,gunicorn_per_worker,gunicorn_solo,batched,serial]
+    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,waitress,serial]
                                        [--catalog auto|demo|generated] [--image-size 32] [--client lean|http.client]
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ import numpy as np
 from benchmarks.http_clients import CLIENTS, AnswerError
 from benchmarks.server_process import free_port, health, start_server, stop_server
 from config import Config, load_config
-from search_app.serving import usable_cores
+from benchmarks.common import usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_MNIST = ROOT / "var" / "fashion-mnist"
@@ -70,19 +70,12 @@ RUNTIMES = {"torch": "torch", "onnx": "onnxruntime"}
 # the layout's name, as a multipart form (what an HTML form or curl -F does).
 BODY, MULTIPART = "body", "multipart"
 LAYOUTS = {
-    "batched": ["app.server=waitress", "app.max_batch=8"],
-    "serial": ["app.server=waitress", "app.max_batch=1"],
-    # What serve --prod picks on 2 cores or more (workers from the cores, one model process for all of them),
-    # named for benchmarks on any machine.
+    # serve --prod as it runs by default where gunicorn runs: one worker process, micro-batched queries.
     "gunicorn": ["app.server=gunicorn", "app.max_batch=8"],
-    # The same, but every query through the model process, a lone one too (before search_app.lone_queries).
-    "gunicorn_remote": ["app.server=gunicorn", "app.max_batch=8", "app.lone_queries_in_workers=false"],
-    # The same workers, each with a model of its own on its share of the cores.
-    "gunicorn_per_worker": ["app.server=gunicorn", "app.max_batch=8", "app.shared_model=false"],
-    # One worker whose own model has every core: a lone query without the model process's round trip, what
-    # the shared model's lone query would be with that hop free (8 clients' work then shares one GIL).
-    "gunicorn_solo": ["app.server=gunicorn", "app.max_batch=8", "app.shared_model=false", "app.workers=1",
-                      f"app.torch_threads={usable_cores()}"],
+    # The same one process under waitress.
+    "waitress": ["app.server=waitress", "app.max_batch=8"],
+    # One query at a time through the model.
+    "serial": ["app.server=waitress", "app.max_batch=1"],
 }
 
 
@@ -410,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts (default 1,8)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run (default 10)")
-    parser.add_argument("--layouts", default="gunicorn,gunicorn_per_worker,batched",
+    parser.add_argument("--layouts", default="gunicorn,waitress",
                         help=f"among {', '.join(LAYOUTS)}, each also with -ivf or -flat (that index over the same "
                              "vectors), -torch or -onnx (embedding with torch or ONNX Runtime) and -multipart "
                              "(photos sent as forms)")
@@ -528,12 +521,9 @@ def batch_times(before: dict, after: dict, seconds: float) -> str:
 
 
 def mean_batch(before: dict, after: dict) -> str:
-    """The mean micro-batch size between two /healthz readings (the model process's under gunicorn; one
-    worker's with a model per worker), and the queries that workers answered alone (search_app.lone_queries)."""
+    """The mean micro-batch size between two /healthz readings."""
     batches = after.get("batches", 0) - before.get("batches", 0)
-    mean = f"{(after.get('items', 0) - before.get('items', 0)) / batches:.2f}" if batches > 0 else "-"
-    alone = after.get("worker_lone_queries", 0) - before.get("worker_lone_queries", 0)
-    return f"{mean} (+{alone} alone in workers)" if alone > 0 else mean
+    return f"{(after.get('items', 0) - before.get('items', 0)) / batches:.2f}" if batches > 0 else "-"
 
 
 if __name__ == "__main__":

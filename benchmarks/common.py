@@ -71,6 +71,14 @@ def cpu_peak(cores: int | None = None) -> CpuPeak:
     return CpuPeak(flops, formula)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share), not all the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def machine_line() -> str:
     """One line naming the hardware, for labelling absolute figures."""
     import torch

@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +25,6 @@ INDEX_FORMAT = "lookbook-index"
 INDEX_VERSION = 1
 INDEX_NAME = "index.faiss"
 SIDECAR_NAME = "index.json"
-# limit_search_threads's cap (None: faiss's own default), and the cap each thread has applied already.
-_search_threads: int | None = None
-_capped = threading.local()
 INDEX_KIND = "flat"
 METRICS = ("ip", "l2")
 GPU_CHOICES = ("auto", "on", "off")
@@ -115,31 +111,12 @@ def search(index: faiss.Index, xq: np.ndarray, k: int, selector: faiss.IDSelecto
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     available = index.ntotal if available is None else available
-    _cap_this_thread()
     D = np.empty((xq.shape[0], k), dtype=np.float32)
     I = np.empty((xq.shape[0], k), dtype=np.int64)
     for start in range(0, xq.shape[0], SEARCH_BATCH):
         stop = start + SEARCH_BATCH
         D[start:stop], I[start:stop] = search_filled(index, xq[start:stop], k, available, selector)
     return D, I
-
-
-def limit_search_threads(threads: int) -> None:
-    """Cap faiss's OpenMP threads for this process. faiss ships its own OpenMP runtime, so torch.set_num_threads
-    does not reach it: without this, each of several serving workers would scan with every core.
-
-    omp_set_num_threads sets the calling thread's count only: a thread started later (a server's request
-    or batching thread) began with every core. So search() applies the cap on each thread it runs on."""
-    global _search_threads
-    _search_threads = threads
-    faiss.omp_set_num_threads(threads)
-    _capped.threads = threads
-
-
-def _cap_this_thread() -> None:
-    if _search_threads is not None and getattr(_capped, "threads", None) != _search_threads:
-        faiss.omp_set_num_threads(_search_threads)
-        _capped.threads = _search_threads
 
 
 def sidecar_path(index_path: str | Path) -> Path:

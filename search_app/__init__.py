@@ -9,7 +9,6 @@ from werkzeug.exceptions import HTTPException
 from config import Config, load_config
 from search_app import api, views
 from search_app.engine import SearchEngine
-from search_app.model_client import ModelUnavailable
 from search_app.uploads import UploadError
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,6 @@ def create_app(config: Config | None = None, engine: SearchEngine | None = None)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     app.register_error_handler(UploadError, views.upload_error)
-    app.register_error_handler(ModelUnavailable, views.model_unavailable)
     app.register_error_handler(HTTPException, views.http_error)
     log.info("search app ready: %d %s items, %d classes", engine.count, engine.catalog_kind or "catalog",
              len(engine.class_names))

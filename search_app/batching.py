@@ -1,8 +1,8 @@
 """Micro-batching: queries arriving together on many request threads share one forward pass of the model.
 
 On a CPU, one forward pass over 8 small images costs far less than 8 passes over one, and only one
-pass runs at a time, so torch's threads never compete with each other (two concurrent passes with
-2 intra-op threads each on 2 cores made a 40 ms query take over a second).
+pass runs at a time, so torch's threads never compete with each other; on a GPU, batching is what
+fills the device.
 
 A batch starts with whatever is queued when the model is free, and waits (at most ``max_wait_s``)
 for as many queries as were recently in the server at once: requests announce themselves with
@@ -11,11 +11,7 @@ sending their next query as soon as they have an answer are not split into two h
 arriving a millisecond apart. When the wait runs out, the expectation drops to what really came.
 
 A lone query on an idle model is run on its own thread rather than handed to the batching thread and
-back: two thread wake-ups less on the path of the query whose latency nothing else hides. Not where the
-batches run on a thread the owner gives (``serve()``): a model process gives its main thread, because
-torch's CPU forward passes ran slower on any other (OpenMP; 2026-12-03, 2-core AMX Xeon, ResNet-50 in
-bf16, 8 images at 224 px: 81-92 ms on the main thread, 108-117 on another, the same ~21 ms more in fp32;
-ONNX Runtime the same on either).
+back: two thread wake-ups less on the path of the query whose latency nothing else hides.
 """
 from __future__ import annotations
 
@@ -40,11 +36,11 @@ class MicroBatcher(Generic[T, R]):
 
     A batch holds whatever was waiting when the previous one finished, plus the announced items that
     arrive within ``max_wait_s`` of its first. With max_batch = 1 there is no batching thread: calls
-    are simply serialised. With ``own_thread`` false the batches run on whichever thread calls ``serve()``.
+    are simply serialised.
     """
 
     def __init__(self, run_batch: Callable[[Sequence[T]], Sequence[R]], max_batch: int = 16,
-                 max_wait_s: float = 0.0, name: str = "embedder", own_thread: bool = True) -> None:
+                 max_wait_s: float = 0.0, name: str = "embedder") -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait_s < 0:
@@ -63,7 +59,7 @@ class MicroBatcher(Generic[T, R]):
         self.busy_s = 0.0  # time spent in run_batch: with the batches' count, how busy the model is
         self._closed = False
         self._thread: threading.Thread | None = None
-        if max_batch > 1 and own_thread:
+        if max_batch > 1:
             self._thread = threading.Thread(target=self._loop, name=f"{name}-batcher", daemon=True)
             self._thread.start()
 
@@ -92,7 +88,7 @@ class MicroBatcher(Generic[T, R]):
         with self._changed:
             # Alone means: the model idle, nothing queued, and no other query recently in the server at once
             # (which a batch would wait for).
-            inline = self._thread is not None and not self._running and not self._queue and self._expected <= 1
+            inline = not self._running and not self._queue and self._expected <= 1
             if inline:
                 self._running = True
             else:
@@ -107,16 +103,10 @@ class MicroBatcher(Generic[T, R]):
             return output[0]
         return future.result()
 
-    def serve(self) -> None:
-        """Run the batches on the calling thread until close() (for a batcher made with own_thread false)."""
-        if self._thread is not None or self.max_batch == 1:
-            raise RuntimeError("this batcher runs its batches itself")
-        self._loop()
-
     def close(self) -> None:
-        """Stop the batching thread (or serve()) after the batches already queued."""
+        """Stop the batching thread after the batches already queued."""
         self._closed = True
-        if self.max_batch > 1:  # the stop signal ends whichever thread runs the batches (or waits in the queue)
+        if self.max_batch > 1:  # the stop signal ends the batching thread once it reaches it
             with self._changed:
                 self._queue.append(_STOP)
                 self._changed.notify_all()

@@ -15,14 +15,12 @@ from PIL import Image
 
 from config import Config
 from indexer.embeddings_file import EmbeddingsFile, EmbeddingsFileError, read_embeddings
-from indexer.index import limit_search_threads, load_index
+from indexer.index import load_index
 from indexer.index import search as index_search
 from indexer.knn import knn_vote, top_classes
 from search_app.filtering import CategorySearch, without_row
 from search_app.items import ItemTable, display_image, encode_jpeg
 from search_app.captioning import CaptionMaker
-from search_app.lone_queries import CoreTurn, LoneQuerySearcher, WorkerSlot
-from search_app.model_client import ModelAddress, ModelUnavailable, RemoteQuerySearcher
 from search_app.query_search import Found, QueryEmbedder, QuerySearcher
 from search_app.results import Neighbour, Prediction, SearchResult
 
@@ -46,7 +44,7 @@ class SearchEngine:
 
     def __init__(
         self,
-        embed_image: Callable[[Image.Image], np.ndarray] | QueryEmbedder | RemoteQuerySearcher | LoneQuerySearcher,
+        embed_image: Callable[[Image.Image], np.ndarray] | QueryEmbedder,
         index: faiss.Index,
         items: ItemTable,
         class_names: Sequence[str],
@@ -62,9 +60,7 @@ class SearchEngine:
         vectors: np.ndarray | None = None,
     ) -> None:
         """``embed_image`` is an Image -> vector function, or a QueryEmbedder that embeds many prepared images
-        in one pass; concurrent queries then share up to ``max_batch`` passes and index scans; or a model
-        process's RemoteQuerySearcher, which embeds, batches and scans there (or a LoneQuerySearcher, which
-        does so too but for the queries that come alone). ``vectors``
+        in one pass; concurrent queries then share up to ``max_batch`` passes and index scans. ``vectors``
         (N x D, the embeddings file's) are what "more like this" searches with; without them the index
         must give its vectors back (flat indexes do; IVF, HNSW-with-ids and GPU indexes do not)."""
         if index.ntotal != len(items):
@@ -92,13 +88,9 @@ class SearchEngine:
         self._by_category = CategorySearch(index, items.label, len(self.class_names))
         # The app answers requests on several threads; faiss GPU indexes must not be searched concurrently.
         self._search_lock = threading.Lock()
-        self.queries: QuerySearcher | RemoteQuerySearcher | LoneQuerySearcher
-        if isinstance(embed_image, (RemoteQuerySearcher, LoneQuerySearcher)):
-            self.queries = embed_image
-        else:
-            if not isinstance(embed_image, QueryEmbedder):
-                embed_image = QueryEmbedder.one_image_at_a_time(embed_image)
-            self.queries = QuerySearcher(embed_image, index, self._search_lock, max_batch, batch_wait_ms / 1e3)
+        if not isinstance(embed_image, QueryEmbedder):
+            embed_image = QueryEmbedder.one_image_at_a_time(embed_image)
+        self.queries = QuerySearcher(embed_image, index, self._search_lock, max_batch, batch_wait_ms / 1e3)
 
     @property
     def count(self) -> int:
@@ -230,16 +222,9 @@ class SearchEngine:
 
     def health(self) -> dict[str, Any]:
         """What a monitor needs to know: is everything loaded, and what is being served."""
-        try:
-            batching = self.queries.stats()
-            model_loaded = True
-        except ModelUnavailable as error:  # the shared model process is restarting
-            batching, model_loaded = {"error": str(error)}, False
-        problem = {} if model_loaded else {"error": "the model process is restarting; searches with a photo wait for it"}
         return {
-            **problem,
-            "status": "ok" if model_loaded else "unavailable",
-            "model_loaded": model_loaded,
+            "status": "ok",
+            "model_loaded": True,
             "model_name": self.model_name,
             "index_loaded": self.index is not None and self.index.ntotal > 0,
             "items": self.count,
@@ -252,7 +237,7 @@ class SearchEngine:
             "embedding_size": int(self.index.d),
             "metric": self.metric,
             "k": self.k,
-            "batching": batching,
+            "batching": self.queries.stats(),
         }
 
     def close(self) -> None:
@@ -260,45 +245,13 @@ class SearchEngine:
         self.queries.close()
 
     @classmethod
-    def from_artifacts(cls, config: Config, model: ModelAddress | None = None,
-                       lone_slot: WorkerSlot | None = None) -> SearchEngine:
-        """The engine for config's artifacts: embeddings.h5, index.faiss, the checkpoint they name, the catalog.
-
-        With ``model``, queries are embedded and scanned by that model process (search_app.model_server),
-        shared by every worker of `serve --prod`, and this process loads no embedding network; with
-        ``lone_slot`` too, on a CPU, it loads one for the queries that come while the server has no other
-        (search_app.lone_queries)."""
+    def from_artifacts(cls, config: Config) -> SearchEngine:
+        """The engine for config's artifacts: embeddings.h5, index.faiss, the checkpoint they name, the catalog."""
         embeddings_path, index_path = artifact_paths(config)
         stored = read_embeddings(embeddings_path)
-        # With a model process, only it scans on a GPU: a worker's few scans (a category, "more like this")
-        # do not need a CUDA context and GPU copy of the index in every worker.
-        index = load_index(index_path, embeddings_path, config.index.gpu if model is None else "off")
-        # Likewise the caption annotator (a small GRU) runs on the worker's CPU then.
-        device = query_device(config) if model is None else "cpu"
-        queries: QueryEmbedder | RemoteQuerySearcher | LoneQuerySearcher
-        if model is None:
-            if config.app.torch_threads:
-                limit_threads(config.app.torch_threads)
-            queries = load_query_embedder(config, stored, index, device)
-        elif lone_slot is not None and model.turn_path and query_device(config) == "cpu":
-            # This worker's own network and scans run only in the model process's stead (they take turns), so
-            # with as many threads as it has.
-            limit_threads(config.app.torch_threads or 1)
-            local = QuerySearcher(load_query_embedder(config, stored, index, "cpu", lone_only=True), index,
-                                  threading.Lock())
-            if local.runtime == "onnxruntime":
-                # Its pool was made with those threads; the worker's own torch work (the caption annotator)
-                # stays on one, as beside the model process without a network here.
-                import torch
-
-                torch.set_num_threads(1)
-            queries = LoneQuerySearcher(RemoteQuerySearcher.connect(model, index.d, pixel_transform), local,
-                                        lone_slot.counts, lone_slot.slot, CoreTurn(model.turn_path))
-        else:
-            # The model process embeds and scans; what is left here (preparing images, a category's or "more
-            # like this" scans) is a thread's work between the model's passes.
-            limit_threads(1)
-            queries = RemoteQuerySearcher.connect(model, index.d, pixel_transform)
+        index = load_index(index_path, embeddings_path, config.index.gpu)
+        device = query_device(config)
+        queries = load_query_embedder(config, stored, index, device)
         load_item_image = _catalog_image_loader(config, stored)
         return cls(
             queries, index, ItemTable.from_embeddings(stored), stored.class_names, load_item_image,
@@ -326,19 +279,10 @@ def query_device(config: Config) -> str:
     return resolve_device(config.embedder.device)
 
 
-def pixel_transform(preprocessing: Any) -> Callable[[Image.Image], Any]:
-    """A query image -> its 3×S×S uint8 pixels, as the checkpoint's Preprocessing says (before normalising)."""
-    from embedder.transforms import build_pixel_transform
-
-    return build_pixel_transform(preprocessing)
-
-
-def load_query_embedder(config: Config, stored: EmbeddingsFile, index: faiss.Index, device: str,
-                        lone_only: bool = False) -> QueryEmbedder:
-    """The embedder of the checkpoint that made ``stored``, ready for queries and checked against ``index``;
-    ``lone_only``: for batches of one image only (the network of fewer than FEW_QUERIES images)."""
+def load_query_embedder(config: Config, stored: EmbeddingsFile, index: faiss.Index, device: str) -> QueryEmbedder:
+    """The embedder of the checkpoint that made ``stored``, ready for queries and checked against ``index``."""
     loaded = _load_matching_checkpoint(stored, config.artifacts / CHECKPOINT_NAME, device)
-    query_embedder = _query_embedder(loaded, device, config, stored.mirror_average, lone_only)
+    query_embedder = _query_embedder(loaded, device, config, stored.mirror_average)
     # One query at start-up: the first shopper does not wait for the warm-up, and a model that
     # does not fit the index is found now rather than on every request.
     probe = query_embedder.embed_one(Image.new("RGB", (64, 64), "white"))
@@ -350,17 +294,7 @@ def load_query_embedder(config: Config, stored: EmbeddingsFile, index: faiss.Ind
     return query_embedder
 
 
-def limit_threads(threads: int) -> None:
-    """Process-wide: serve --prod sets it per worker so that workers × threads never exceed the cores.
-    The forward passes (torch) and the index scans between them (faiss, its own OpenMP) share them."""
-    import torch
-
-    torch.set_num_threads(threads)
-    limit_search_threads(threads)
-
-
-def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_average: bool,
-                    lone_only: bool = False) -> QueryEmbedder:
+def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_average: bool) -> QueryEmbedder:
     """Images resized on the request's thread and embedded as build-index embeds the catalog: uint8 pixels
     normalised per batch, BatchNorms folded, channels_last, the configured precision, averaged with their
     mirror images when the index's vectors were; where query_precisions splits it, batches of fewer than
@@ -368,13 +302,11 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_
     import torch
 
     from embedder.extract import embed_batch
-    from embedder.inference import FEW_QUERIES, QueryPrecisions, prepare_checkpoint, query_precisions
+    from embedder.inference import FEW_QUERIES, prepare_checkpoint, query_precisions
     from embedder.transforms import build_pixel_transform, normalize_batch
 
     preprocessing = loaded.preprocessing
     precisions = query_precisions(config.embedder.precision, config.embedder.runtime, device, preprocessing.image_size)
-    if lone_only:
-        precisions = QueryPrecisions(precisions.few, precisions.few)
 
     def prepared(precision: str) -> tuple[Callable, str]:
         # Folding (torch) or exporting (ONNX Runtime) makes a copy; the training network is not needed for queries.
@@ -390,10 +322,8 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_
              config.app.batch_wait_ms, torch.get_num_threads())
 
     def embed(pixels: Sequence[torch.Tensor]) -> np.ndarray:
-        # Normalising a whole batch at once: per image, torch's threads woke for each small tensor, and
-        # the request threads, which prepare images holding the GIL, spent 0.74 rather than 0.39 ms a query.
-        # Pixels prepared here are tensors; a model process receives its workers' as numpy arrays.
-        batch = normalize_batch(torch.stack([torch.as_tensor(p) for p in pixels]).to(device), preprocessing)
+        # Normalised a whole batch at once: per image, torch's threads would wake for each small tensor.
+        batch = normalize_batch(torch.stack(list(pixels)).to(device), preprocessing)
         if len(pixels) < FEW_QUERIES:
             return embed_batch(few, batch, device, precisions.few)
         return embed_batch(many, batch, device, precisions.many)
@@ -402,8 +332,7 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_
         # The start-up probe (load_query_embedder) runs one image, so through the few-queries network only:
         # the first batch would otherwise pay the other network's warm-up (oneDNN prepares its kernels then).
         embed([torch.zeros(3, preprocessing.image_size, preprocessing.image_size, dtype=torch.uint8)] * FEW_QUERIES)
-    return QueryEmbedder(prepare=build_pixel_transform(preprocessing), embed=embed, runtime=runtime,
-                         preprocessing=preprocessing)
+    return QueryEmbedder(prepare=build_pixel_transform(preprocessing), embed=embed, runtime=runtime)
 
 
 def _caption_maker(config: Config, stored: EmbeddingsFile, device: str) -> CaptionMaker:

@@ -1,9 +1,7 @@
 """Query images to their nearest catalog rows, many queries at once: one model pass and one index scan per micro-batch.
 
-Searching the batch together matters as much as embedding it together: an exact scan of 70,000
-vectors reads the whole 36 MB index from memory, so on a 2-core CPU one query took 6 ms and 8 queries
-in one call 14 ms, against 8 × 6 ms one at a time. Scanning each query alone after a shared forward pass
-left the server at a quarter of the model's batched throughput (benchmarks/bench_serving.py).
+Searching the batch together matters as much as embedding it together: an exact scan reads the whole
+index from memory once for all the batch's queries (benchmarks/README.md, Serving).
 """
 from __future__ import annotations
 
@@ -34,8 +32,6 @@ class QueryEmbedder:
     embed: Callable[[Sequence[Any]], np.ndarray]
     # What runs the network ("onnxruntime", "torch"), for /healthz.
     runtime: str = "python"
-    # The checkpoint's Preprocessing that ``prepare`` follows, when there is one (a model process sends it to workers).
-    preprocessing: Any = None
 
     @classmethod
     def one_image_at_a_time(cls, embed_image: Callable[[Image.Image], np.ndarray]) -> QueryEmbedder:
@@ -51,18 +47,12 @@ class QuerySearcher:
     """Embed a query image and find its ``depth`` nearest rows, sharing the work with concurrent queries."""
 
     def __init__(self, embedder: QueryEmbedder, index: faiss.Index, index_lock: threading.Lock,
-                 max_batch: int = 1, max_wait_s: float = 0.0, own_thread: bool = True,
-                 exclusive: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
+                 max_batch: int = 1, max_wait_s: float = 0.0) -> None:
         self.embedder = embedder
-        # Held around each batch: a model process takes its turn at the cores with workers that embed lone
-        # queries themselves (search_app.lone_queries).
-        self.exclusive = exclusive
         self.index = index
         # Held for every search of the index: faiss GPU indexes must not be searched concurrently.
         self.index_lock = index_lock
-        # own_thread false: the batches run where the owner calls self.batcher.serve() (search_app.batching).
-        self.batcher = MicroBatcher(self._embed_and_search, max_batch=max_batch, max_wait_s=max_wait_s,
-                                    own_thread=own_thread)
+        self.batcher = MicroBatcher(self._embed_and_search, max_batch=max_batch, max_wait_s=max_wait_s)
         self.embed_s = self.scan_s = 0.0  # where the batches' time goes, for /healthz
 
     def stats(self) -> dict[str, Any]:
@@ -81,13 +71,10 @@ class QuerySearcher:
 
     def search(self, image: Image.Image, depth: int) -> Found:
         """The query's vector and its ``depth`` nearest rows; ValueError when the vector does not fit the index."""
-        return self.search_prepared(self.embedder.prepare(image), depth)
-
-    def search_prepared(self, prepared: Any, depth: int) -> Found:
-        """search() for an image already through ``embedder.prepare`` (by a worker of the model process)."""
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
-        return self.batcher.submit((prepared, depth))
+        # Prepared (resized) here, on the request's thread, so that the batch holds only the model's work.
+        return self.batcher.submit((self.embedder.prepare(image), depth))
 
     def embed(self, image: Image.Image) -> np.ndarray:
         """The query's vector alone (1-d), outside the batches: for start-up checks and measurements."""
@@ -97,10 +84,6 @@ class QuerySearcher:
         self.batcher.close()
 
     def _embed_and_search(self, queries: Sequence[tuple[Any, int]]) -> list[Found]:
-        with self.exclusive():
-            return self._embed_and_search_now(queries)
-
-    def _embed_and_search_now(self, queries: Sequence[tuple[Any, int]]) -> list[Found]:
         started = time.perf_counter()
         vectors = np.asarray(self.embedder.embed([prepared for prepared, _ in queries]), dtype=np.float32)
         vectors = vectors.reshape(len(queries), -1)

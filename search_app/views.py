@@ -8,7 +8,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from config import Config
 from search_app.engine import SearchEngine
-from search_app.model_client import ModelUnavailable
 from search_app.query import MAX_K, SearchQuery, parse_category, parse_search, parse_whole, require_item
 from search_app.uploads import UploadError, drain_refused_body, oversized_body_allowance, preview_data_url
 
@@ -88,9 +87,8 @@ def item_image_response(item_id: str) -> Response:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """Whether the model and index are loaded, and what is served, as JSON; 503 while the model cannot answer."""
-    health = current_engine().health()
-    return jsonify(health), 200 if health["status"] == "ok" else 503
+    """Whether the model and index are loaded, and what is served, as JSON."""
+    return jsonify(current_engine().health())
 
 
 def wants_json() -> bool:
@@ -111,13 +109,6 @@ def upload_error(error: UploadError) -> tuple:
     """A refused upload: say what was wrong with it."""
     log.info("refused upload to %s: %s", request.path, error.message)
     return error_response(error.message, error.status)
-
-
-def model_unavailable(error: ModelUnavailable) -> tuple:
-    """The shared model process is restarting (or gone): the search can be tried again shortly."""
-    log.warning("search refused: %s", error)
-    return error_response("the search model is not available right now (it is restarting); try again in a few "
-                          "seconds", 503, {"Retry-After": "5"})
 
 
 def http_error(error: HTTPException) -> tuple:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import faiss
@@ -20,7 +19,6 @@ from indexer.index import (
     build_index,
     build_index_file,
     gpu_available,
-    limit_search_threads,
     load_index,
     make_sidecar,
     read_sidecar,
@@ -222,26 +220,3 @@ def test_atomic_writes_leave_readable_files_and_no_temporaries(tmp_path):
     assert target.read_text() == "{}"
     assert target.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
-
-
-def test_search_threads_can_be_capped_per_process_without_changing_answers():
-    xb = np.random.default_rng(3).standard_normal((2000, 16)).astype(np.float32)
-    index = build_index(xb, use_gpu="off")
-    before = faiss.omp_get_max_threads()
-    expected = search(index, xb[:8], 5)
-    seen_by_a_later_thread = []
-
-    def later_thread() -> None:  # as a server's request threads, started after the cap
-        search(index, xb[:8], 5)
-        seen_by_a_later_thread.append(faiss.omp_get_max_threads())
-
-    try:
-        limit_search_threads(1)
-        assert faiss.omp_get_max_threads() == 1
-        assert all(np.array_equal(got, want) for got, want in zip(search(index, xb[:8], 5), expected))
-        thread = threading.Thread(target=later_thread)
-        thread.start()
-        thread.join()
-        assert seen_by_a_later_thread == [1]
-    finally:
-        limit_search_threads(before)

@@ -150,8 +150,8 @@ def sample_artifacts(tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="session")
 def prod_server(sample_artifacts, tmp_path_factory):
-    """The base URL of `manage.py serve --prod` with the default layout (gunicorn workers on 2 cores or more)
-    over the sample artifacts, stopped after the session."""
+    """The base URL of `manage.py serve --prod` as configured by default (gunicorn, one worker) over the sample
+    artifacts, stopped after the session."""
     yield from _served(sample_artifacts, tmp_path_factory, ())
 
 
@@ -159,12 +159,6 @@ def prod_server(sample_artifacts, tmp_path_factory):
 def waitress_prod_server(sample_artifacts, tmp_path_factory):
     """The same with `app.server = "waitress"`: one process, request threads."""
     yield from _served(sample_artifacts, tmp_path_factory, ("app.server=waitress",))
-
-
-@pytest.fixture(scope="session")
-def per_worker_prod_server(sample_artifacts, tmp_path_factory):
-    """gunicorn without the shared model process: each worker loads the model itself."""
-    yield from _served(sample_artifacts, tmp_path_factory, ("app.server=gunicorn", "app.shared_model=false"))
 
 
 def _served(sample_artifacts: list[str], tmp_path_factory, settings: tuple[str, ...]):

@@ -94,27 +94,6 @@ def test_a_lone_query_runs_on_its_own_thread_and_queries_arriving_meanwhile_wait
     assert batcher.stats()["items"] == 4
 
 
-def test_without_a_thread_of_its_own_every_batch_runs_on_the_thread_that_serves():
-    square = SlowSquare(seconds=0.01)
-    batcher = MicroBatcher(square, max_batch=8, max_wait_s=0.05, own_thread=False)
-    server = threading.Thread(target=batcher.serve, name="serving")
-    server.start()
-    try:
-        with batcher.incoming():
-            assert batcher.submit(5).tolist() == [5, 25]  # a lone query too: not on its caller's thread
-        outputs = submit_all(batcher, list(range(6)))
-    finally:
-        batcher.close()
-        server.join(5)
-    assert not server.is_alive()  # close() ended serve()
-    assert [output.tolist() for output in outputs] == [[i, i * i] for i in range(6)]
-    assert set(square.threads) == {"serving"} and square.most_running == 1
-    threaded = MicroBatcher(square, max_batch=8)
-    with pytest.raises(RuntimeError, match="runs its batches itself"):
-        threaded.serve()
-    threaded.close()
-
-
 def test_after_concurrent_traffic_the_wait_adapts_back_to_one():
     square = SlowSquare(seconds=0.01)
     batcher = MicroBatcher(square, max_batch=8, max_wait_s=0.3)
