@@ -44,7 +44,6 @@ from embedder.training_state import (
     split_validation,
 )
 from embedder.transforms import Preprocessing, build_pixel_transform, normalize_batch
-from embedder.weight_average import weight_average
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +77,6 @@ class Trainee:
     aux: NormalizedSoftmaxLoss | None
     optimizer: torch.optim.Optimizer
     origin: str
-    # The moving average of the weights (train.ema_decay), or None: what is validated and kept when there is one.
-    averaged: torch.optim.swa_utils.AveragedModel | None = None
-
-    @property
-    def kept_model(self) -> EmbeddingNet:
-        """The network validated and saved as the checkpoint."""
-        return self.averaged.module if self.averaged is not None else self.model
 
 
 def build_trainee(config: Config, num_classes: int, device: str) -> Trainee:
@@ -104,8 +96,7 @@ def build_trainee(config: Config, num_classes: int, device: str) -> Trainee:
         aux = NormalizedSoftmaxLoss(model.embedding_size, num_classes).to(device)
     params = [p for p in model.parameters() if p.requires_grad] + (list(aux.parameters()) if aux else [])
     optimizer = build_optimizer(config.train, params, fused=torch.device(device).type in FUSED_OPTIMIZER_DEVICES)
-    averaged = weight_average(model, config.train.ema_decay) if config.train.ema_decay > 0 else None
-    return Trainee(model, TripletLoss(config.train.margin, config.train.mining), aux, optimizer, origin, averaged)
+    return Trainee(model, TripletLoss(config.train.margin, config.train.mining), aux, optimizer, origin)
 
 
 # Devices where torch updates every parameter in one fused kernel. On the 2-core CPU, AdamW over
@@ -202,15 +193,9 @@ class Validator:
 STOPPING_SETTINGS = ("early_stopping", "early_stopping_after")
 
 
-# Settings added after runs had been saved, with the value that does what runs did before them: at that
-# value they stay out of the identity, so those runs still resume.
-LATER_SETTINGS = {"random_erasing": 0.0, "ema_decay": 0.0}
-
-
 def run_identity(config: Config, catalog: Catalog) -> dict:
     """What must match for a saved training state to be resumed."""
-    settings = {key: value for key, value in asdict(config.train).items()
-                if key not in STOPPING_SETTINGS and not (key in LATER_SETTINGS and value == LATER_SETTINGS[key])}
+    settings = {key: value for key, value in asdict(config.train).items() if key not in STOPPING_SETTINGS}
     return {
         "train": settings,
         "embedder": {**asdict(config.embedder), "batch_size": None, "workers": None, "device": None},
@@ -232,7 +217,7 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
     directory = config.artifacts / "train"
     state_path = directory / "last.pt"
     identity = run_identity(config, catalog)
-    modules = {"model": trainee.model, "aux": trainee.aux, "optimizer": trainee.optimizer, "averaged": trainee.averaged}
+    modules = {"model": trainee.model, "aux": trainee.aux, "optimizer": trainee.optimizer}
     if restart:
         state_path.unlink(missing_ok=True)
     state = load_state(state_path, identity, modules, passed_over=STOPPING_SETTINGS) or TrainState()
@@ -252,7 +237,7 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
                                          TrainingLog(directory), config.artifacts / CHECKPOINT_NAME)
         save_state(state_path, state, identity, modules)
         # The run's last weights beside its best: an ingredient of a weight soup (`manage.py average-weights`).
-        save_checkpoint(directory / FINAL_CHECKPOINT_NAME, trainee.kept_model, preprocessing, trainee.origin,
+        save_checkpoint(directory / FINAL_CHECKPOINT_NAME, trainee.model, preprocessing, trainee.origin,
                         extra={"training": {"step": state.step, "final": True, "config": asdict(config.train)}})
     stopped = state.stopped_because
     fresh_steps = state.step - resumed_from
@@ -278,7 +263,7 @@ class TrainingLoop:
         p = min(self.train.classes_per_batch, len(np.unique(labels)))
         self.sampler = PKSampler(labels, p, self.train.images_per_class, seed=self.train.seed)
         preset = preset_for(catalog.kind) if self.train.augment == "auto" else self.train.augment
-        pixels = training_pixels(preset, preprocessing, self.train.random_erasing)
+        pixels = training_pixels(preset, preprocessing)
         self.images = CatalogImages(catalog, train_rows, pixels, preprocessing.image_size, dtype=torch.uint8)
         self.amp = self.train.amp == "on" or (self.train.amp == "auto" and fast_bfloat16(device))
         self.validate_every = max(1, round(self.train.validate_every * len(self.sampler)))
@@ -339,8 +324,6 @@ class TrainingLoop:
         batch = normalize_batch(batch[ok].to(self.device, non_blocking=True), self.preprocessing)
         batch = batch.contiguous(memory_format=torch.channels_last)
         losses = train_step(self.trainee, batch, labels.to(self.device), self.train.aux_loss_weight, self.amp)
-        if self.trainee.averaged is not None:
-            self.trainee.averaged.update_parameters(self.trainee.model)
         state.step += 1
         state.batch_in_epoch += 1
         return {**losses, "lr": lr}
@@ -348,7 +331,7 @@ class TrainingLoop:
     def _validate(self, validate: Validator, window: list[dict], metrics: TrainingLog, best_path: Path) -> bool:
         """Measure, log, keep the best checkpoint; True when patience has run out."""
         state = self.state
-        top1 = validate(self.trainee.kept_model)
+        top1 = validate(self.trainee.model)
         row = _means(window)
         row.update(epoch=round(state.step / len(self.sampler), 3), step=state.step, seconds=round(state.seconds, 1),
                    lr=window[-1]["lr"], val_top1=top1,
@@ -362,7 +345,7 @@ class TrainingLoop:
         # 93.4 % and mAP@R 87.7 % against 93.3 and 86.8 %.
         if top1 >= state.best_top1:
             state.best_top1, state.best_step = top1, state.step
-            save_checkpoint(best_path, self.trainee.kept_model, self.preprocessing, self.trainee.origin,
+            save_checkpoint(best_path, self.trainee.model, self.preprocessing, self.trainee.origin,
                             extra={"training": {"step": state.step, "val_top1": top1, "config": asdict(self.train)}})
         if improved:
             state.validations_without_gain = 0

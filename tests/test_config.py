@@ -45,9 +45,9 @@ def test_image_size_none_and_values():
         ({}, {"index.gpu": "maybe"}, "index.gpu"),
         ({}, {"train.early_stopping_after": "1.5"}, "train.early_stopping_after"),
         ({}, {"train.early_stopping_after": "-0.1"}, "train.early_stopping_after"),
-        ({}, {"train.random_erasing": "1.5"}, "train.random_erasing"),
-        ({}, {"train.ema_decay": "1"}, "train.ema_decay"),
-        ({}, {"train.ema_decay": "-0.5"}, "train.ema_decay"),
+        ({}, {"train.early_stopping_after": "1.5"}, "train.early_stopping_after"),
+        # Options whose measurements showed no gain were removed (docs/experiments.md); naming them says so.
+        ({}, {"train.ema_decay": "0.999"}, "train.ema_decay"),
         ({}, {"embedder.mirror_average": "sometimes"}, "embedder.mirror_average"),
     ],
 )

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from embedder.augment import PRESETS, RandomNoiseErasing, preset_for, training_pixels
+from embedder.augment import PRESETS, preset_for, training_pixels
 from embedder.transforms import Preprocessing, build_transform, normalize_batch
 
 
@@ -48,26 +48,3 @@ def test_catalogs_get_their_preset_and_unknown_presets_are_refused():
     assert preset_for("fashion-mnist") == "fashion-mnist" and preset_for("deepfashion") == "photo"
     with pytest.raises(ValueError, match="augmentation preset 'blur' is not one of none, fashion-mnist, photo"):
         training_pixels("blur", Preprocessing(image_size=32))
-
-
-def test_random_erasing_replaces_one_rectangle_with_noise_gray_for_gray_catalogs():
-    torch.manual_seed(0)
-    flat = torch.full((3, 32, 32), 100, dtype=torch.uint8)
-    for same_in_all_channels in (True, False):
-        erased = RandomNoiseErasing(p=1.0, same_in_all_channels=same_in_all_channels)(flat)
-        changed = (erased != flat).any(dim=0)
-        rows, cols = changed.any(dim=1).nonzero().flatten(), changed.any(dim=0).nonzero().flatten()
-        # One rectangle, 2-40 % of the image (a noise pixel may equal 100 by chance, hence the slack).
-        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
-        assert 0.02 * 1024 * 0.8 <= int(box) <= 0.4 * 1024 and int(changed.sum()) > 0.9 * int(box)
-        assert torch.equal(erased[0], erased[1]) == same_in_all_channels
-        assert torch.equal(flat, torch.full((3, 32, 32), 100, dtype=torch.uint8))  # the input is left alone
-
-
-def test_random_erasing_happens_at_its_rate_and_not_at_zero():
-    torch.manual_seed(0)
-    preprocessing = Preprocessing(image_size=32, resize="squash", grayscale=True)
-    plain = training_pixels("none", preprocessing)(garment())
-    erased = [training_pixels("none", preprocessing, erasing=0.5)(garment()) for _ in range(200)]
-    assert 70 <= sum(not torch.equal(out, plain) for out in erased) <= 130
-    assert all(torch.equal(training_pixels("none", preprocessing, erasing=0.0)(garment()), plain) for _ in range(5))

@@ -199,15 +199,6 @@ def test_a_state_saved_with_the_stopping_settings_in_its_identity_still_resumes(
     assert not same_run(newer_setting, current, training.STOPPING_SETTINGS)
 
 
-def test_random_erasing_off_resumes_runs_saved_before_it_existed_and_on_is_another_run(tmp_path):
-    catalog = ColourCatalog(count=48)
-    off = training.run_identity(small_config(tmp_path, epochs=1), catalog)
-    on = training.run_identity(small_config(tmp_path, epochs=1, random_erasing=0.5), catalog)
-    assert "random_erasing" not in off["train"] and on["train"]["random_erasing"] == 0.5
-    passed_over = training.STOPPING_SETTINGS
-    assert not same_run(off, on, passed_over) and not same_run(on, off, passed_over)
-
-
 def test_time_budget_stops_training(tmp_path):
     report = training.train(small_config(tmp_path, epochs=50, time_budget=1), knn_top1, catalog=ColourCatalog(count=48))
     assert report.stopped_because == "time budget" and report.steps < 50 * 3
