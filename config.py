@@ -72,9 +72,8 @@ class EmbedderConfig:
     # torch.compile the network for build-index: compiling costs minutes on a small CPU (benchmarks/README.md).
     compile: bool = False
     # The inference engine of build-index and the web app: "onnxruntime" (CPU, fp32), "torch", or "auto":
-    # ONNX Runtime for fp32 on a CPU, torch otherwise. On 2 cores at 32 px ONNX Runtime embedded 2.3-3.6×
-    # faster than torch in the web app's batches of 8 and 1.25-1.4× in build-index's of 128
-    # (benchmarks/README.md); it exports once (7-15 s) to a file beside the checkpoint.
+    # ONNX Runtime for fp32 on a CPU, where it is faster (benchmarks/README.md), torch otherwise; it exports
+    # once to a file beside the checkpoint.
     runtime: str = "auto"
     # build-index: embed each image and its mirror image in one pass and keep the mean direction of the two
     # vectors (test-time augmentation); queries then follow the index (embeddings.h5 records it). Twice the
@@ -121,9 +120,8 @@ class TrainConfig:
     # Validation items per class taken from train when the catalog has no val split.
     holdout_per_class: int = 100
     validate_every: float = 1.0  # epochs between kNN validations (fractions allowed)
-    # Validations without improvement before stopping; 0 (the default) never stops. A cosine schedule gains
-    # most at its low-learning-rate end: a 30-epoch run on Fashion-MNIST peaked at a noisy 0.917 in epoch 8 and
-    # a patience of 5 ended it in epoch 13 with the learning rate still at 0.6 of its peak.
+    # Validations without improvement before stopping; 0 (the default) never stops: a cosine schedule gains
+    # most at its low-learning-rate end, after noisy early peaks.
     early_stopping: int = 0
     # Share of the schedule (by epochs or time budget, whichever is further on) before which validations
     # without improvement are not counted towards early_stopping.
@@ -162,8 +160,8 @@ class IndexConfig:
     k: int = 10
     metric: str = "ip"
     gpu: str = "auto"
-    # At 70,000 × 128 an exact scan (7-9 ms a query on 2 cores) cost a served query a quarter of its time
-    # again; IVF served 8 clients 1.2-1.3× faster (benchmarks/README.md, Serving). Evaluation stays exact.
+    # From this size an exact scan costs a served query a noticeable share of its time, and IVF served more
+    # clients (benchmarks/README.md, Search). Evaluation stays exact.
     approximate_from: int = 50_000
     # IVF cells; 0: about 4·√N.
     nlist: int = 0

@@ -56,9 +56,9 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_workers(workers: int | None, device: str) -> int:
-    """Decoding processes for a DataLoader. A GPU embeds DeepFashion-size images faster than 8 processes
-    decode them (about 500 images/s each), so all cores but two decode; on a CPU they compete with the
-    model's own threads (on 2 cores, 1 worker slows Fashion-MNIST embedding: benchmarks/README.md)."""
+    """Decoding processes for a DataLoader. A GPU embeds DeepFashion-size images faster than all the cores
+    decode them, so all cores but two decode; on a CPU they compete with the model's own threads
+    (benchmarks/README.md, Pipeline and GPU)."""
     if workers is not None:
         return workers
     cores = os.cpu_count() or 1

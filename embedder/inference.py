@@ -1,13 +1,10 @@
 """How the embedding network runs for inference: BatchNorms folded, channels_last, precision, runtime.
 
-Measured in benchmarks/README.md: on an AVX2-only CPU, bfloat16 is about 5× slower than float32 (oneDNN
-emulates it), so "auto" keeps float32 there and takes bfloat16 only on CPUs that compute it natively
-(AVX512-BF16 or AMX: on a 2-core Xeon with AMX, a training step 1.31× and build-index's batches of 128
-1.56× ONNX Runtime's fp32; but small batches of small images, the web app's queries, ran faster on ONNX
-Runtime, see query_precisions).
-On a GPU, "auto" is float16 autocast. bfloat16 embeddings agree with float32 ones within the tolerance
-tests/embedder/test_inference.py checks. torch.compile is optional: on a 2-core CPU it compiled for
-minutes and ran no faster than eager with BatchNorms folded.
+On a CPU without native bfloat16 oneDNN emulates it, far slower than float32, so "auto" keeps float32
+there and takes bfloat16 only on CPUs that compute it natively (AVX512-BF16 or AMX), except for the web
+app's small batches of small images, which run faster on ONNX Runtime (query_precisions). On a GPU,
+"auto" is float16 autocast, which agrees with float32 as closely as TF32 does. torch.compile is optional:
+it pays on a GPU, not on a small CPU. The measurements are in benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -57,16 +54,11 @@ def resolve_runtime(runtime: str, device: str, precision: str = "auto", compile_
 
 
 # Image sizes up to which the web app embeds queries in fp32 (so on ONNX Runtime) on a CPU even where bf16
-# is native: its micro-batches of 1-8 small images are mostly per-call cost. On a 2-core Xeon with AMX at
-# 32 px a query took 5.5 ms against 33.9 ms with torch in bf16, while at 224 px × 16 bf16 embedded 1.84×
-# faster than ONNX Runtime (benchmarks/README.md).
+# is native: its micro-batches of 1-8 small images are mostly per-call cost, which ONNX Runtime keeps low.
 SMALL_QUERY_IMAGES = 64
 
 # Above SMALL_QUERY_IMAGES, where bf16 is native, batches of queries still run faster in bf16 but a lone query
-# does not: at 224 px on that Xeon one query took 39.2 ms on ONNX Runtime against 58.7 ms in bf16, while 8
-# clients were served 28.4 against 46.2 requests/s. So the web app keeps both networks and embeds batches of
-# fewer than FEW_QUERIES images in fp32: served side by side, a lone query 40.2 against 59.2 ms with bf16
-# alone, 8 clients 45.9 against 38.6 requests/s (benchmarks/README.md).
+# does not, so the web app keeps both networks and embeds batches of fewer than FEW_QUERIES images in fp32.
 FEW_QUERIES = 2
 
 
@@ -120,8 +112,8 @@ def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:
 def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of the network in eval mode with each BatchNorm folded into the convolution before it.
 
-    The same function up to float rounding (cosine 0.9999999), with a third fewer passes over the
-    activations: 1.1-1.5× faster on a 2-core CPU at 32 px (benchmarks/README.md).
+    The same function up to float rounding, with a third fewer passes over the activations
+    (benchmarks/README.md, Embedder forward).
     """
     return fuse(model.eval(), inplace=False)
 
@@ -131,9 +123,7 @@ class MirrorAveraged(torch.nn.Module):
 
     Test-time augmentation (embedder.mirror_average): the vector no longer depends on which way a garment
     faces. Both halves go through the network as one batch of 2N, so a small batch keeps the cores as busy.
-    Measured on Fashion-MNIST (index and queries both averaged), test kNN top-1: two 32-px checkpoints
-    93.37 -> 93.50 % and 93.40 -> 93.61 %; a 64-px one 93.73 -> 93.6 % (mAP@R 87.7 -> 87.9 %). So it
-    stays off by default: at twice the forward cost, a gain only for some checkpoints.
+    Off by default: at twice the forward cost it helped only some checkpoints (docs/experiments.md).
     """
 
     def __init__(self, network: torch.nn.Module) -> None:

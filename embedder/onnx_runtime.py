@@ -1,14 +1,11 @@
 """The embedding network run by ONNX Runtime on the CPU (embedder.runtime "onnxruntime", or "auto" on a CPU).
 
 ONNX Runtime fuses each convolution with its BatchNorm, ReLU and residual addition, and its threads cope
-with a busy CPU where torch's OpenMP threads stall. On a 2-core CPU at 32 px it embedded 263 against
-114 images/s (torch with BatchNorms folded, channels_last) in batches of 8, the web app's micro-batch,
-and 530 against 423 in build-index's batches of 128 (benchmarks/README.md); in batches of one, 148
-against 48. Our reading of the small batches: its weights are laid out for its kernels once, when the
-session starts, where torch's oneDNN path re-lays them on each call. Its embeddings are within a cosine
-of 0.99999 of torch's.
+with a busy CPU where torch's OpenMP threads stall; on a CPU it embeds faster than torch, above all in
+small batches (benchmarks/README.md, Embedder forward), likely because it lays its weights out for its
+kernels once, when the session starts, where torch's oneDNN path re-lays them on each call.
 
-The export takes 7-15 s, so the exported model is kept beside the checkpoint's other artifacts
+The export takes seconds, so the exported model is kept beside the checkpoint's other artifacts
 (``exported_model_path``), named by the checkpoint's hash: build-index exports it once and every
 server worker loads it.
 """
@@ -42,11 +39,9 @@ class OnnxRuntimeModel:
     ``saved``: an exported model to load, or to write after exporting when it is not there (or unreadable).
     ``spinning``: whether idle pool threads go on spinning between runs, as suits a long run of batches; a
     server turns it off so that its pool does not keep a core from the requests' own work between batches.
-    Within a run they always spin: a ResNet-50 over one 32-px image is ~170 short operators, and a pool that
-    sleeps wakes its threads for each of them (2026-12-03, 2-core AMX Xeon, 2 threads: one image 2.84 ms
-    sleeping against 1.89 spinning, 8 images 10.5 against 9.2 ms). Stopping the spin at the end of each run
-    (session.force_spinning_stop) kept the pool's CPU use between runs at 1 % of a core, against a whole
-    core when it spins on.
+    Within a run they always spin: a ResNet-50 over a small image is many short operators, and a pool that
+    sleeps would wake its threads for each of them. Stopping the spin at the end of each run
+    (session.force_spinning_stop) keeps the pool from holding a core between runs.
     """
 
     def __init__(self, model: torch.nn.Module, image_size: int, threads: int | None = None,

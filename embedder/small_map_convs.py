@@ -1,8 +1,7 @@
 """Convolutions over the smallest maps of a training network, computed as matrix products.
 
 At 32 px, ResNet-50's last stages work on 2×2 and 1×1 maps, where oneDNN's backward pass is far off
-its speed elsewhere (for a batch of 120 with 512 channels on a 2-core CPU, forward + backward of the
-3×3 over a 1×1 map took 139 ms, as one product 12 ms). Two cases become products here:
+its speed elsewhere (benchmarks/README.md, Training step). Two cases become products here:
 
 - a single output pixel: it sees one window of the input, so it is the window times the taps that
   land on it (the 3×3s and 1×1s of layer4);
@@ -149,9 +148,8 @@ def use_small_map_convs(model: nn.Module) -> int:
     """Make every plain ``nn.Conv2d`` in ``model`` a SmallMapConv2d, in place (the modules and their
     parameters stay the same objects); returns how many changed.
 
-    1×1 convolutions too: on layer4's 1×1 maps (and its stride-2 shortcut from 2×2) oneDNN's backward
-    took 17-38 ms a call at a batch of 120; as products, a training step took 1,036 against 1,184 ms
-    (2026-12-02, best of 5 interleaved, random inputs, 2-core CPU)."""
+    1×1 convolutions too: on layer4's 1×1 maps (and its stride-2 shortcut from 2×2) oneDNN's backward is
+    as slow as for the 3×3s."""
     swapped = 0
     for module in model.modules():
         if type(module) is nn.Conv2d:

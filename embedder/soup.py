@@ -24,8 +24,8 @@ from embedder.weight_soup import average_checkpoints, recalibrate_batchnorm
 
 log = logging.getLogger(__name__)
 
-# Training images BatchNorm's statistics are measured on (all of them when the catalog has fewer): the
-# Fashion-MNIST soup of 2026-12-03 used 10,000, a minute at 64 px on 2 CPU cores.
+# Training images BatchNorm's statistics are measured on (all of them when the catalog has fewer): enough
+# for stable statistics, few enough to take about a minute on a small CPU.
 RECALIBRATION_IMAGES = 10_000
 
 

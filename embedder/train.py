@@ -99,9 +99,8 @@ def build_trainee(config: Config, num_classes: int, device: str) -> Trainee:
     return Trainee(model, TripletLoss(config.train.margin, config.train.mining), aux, optimizer, origin)
 
 
-# Devices where torch updates every parameter in one fused kernel. On the 2-core CPU, AdamW over
-# ResNet-50's 23.8 M parameters took 117-142 ms a step one tensor at a time and 32 ms fused (SGD 112-123
-# against 28): a tenth of a training step (benchmarks/bench_training.py).
+# Devices where torch updates every parameter in one fused kernel: one tensor at a time, the update of
+# ResNet-50's parameters is a noticeable share of a CPU training step (benchmarks/bench_training.py).
 FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
 
 
@@ -132,7 +131,7 @@ def learning_rate(train: TrainConfig, step: int, steps_per_epoch: int, seconds: 
 
 def fast_bfloat16(device: str) -> bool:
     """Whether bfloat16 autocast speeds training here: CUDA GPUs, and CPUs with AVX512-BF16 or AMX
-    (about 1.35× on a 2-core AVX512-BF16 machine for ResNet-50 at 32 px)."""
+    (benchmarks/README.md, Training step and GPU)."""
     if device.startswith("cuda"):
         return True
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -340,9 +339,7 @@ class TrainingLoop:
         metrics.write(state.history, state.loss_trace)
         log.info("step %d: loss %.4f, validation kNN top-1 %.4f", state.step, row["loss"], top1)
         improved = top1 > state.best_top1
-        # On a tie the later model is kept: it has trained longer at a lower learning rate. The 30-epoch
-        # Fashion-MNIST run's last model tied its epoch-24 best (validation 0.935) and had test kNN top-1
-        # 93.4 % and mAP@R 87.7 % against 93.3 and 86.8 %.
+        # On a tie the later model is kept: it has trained longer at a lower learning rate.
         if top1 >= state.best_top1:
             state.best_top1, state.best_step = top1, state.step
             save_checkpoint(best_path, self.trainee.model, self.preprocessing, self.trainee.origin,

@@ -60,7 +60,7 @@ class TitleGrams:
     The web app captions every search from its neighbours' titles, and the same catalog titles come back
     search after search: tokenising and counting the 15 titles afresh was most of the caption's time.
     What is kept grows to the catalog's distinct titles at most (only neighbours' titles are asked for),
-    ~1.5 KB each (20,000 random 3-7-word titles: 29 MB, tracemalloc). Request threads share one: two
+    a small dictionary each. Request threads share one: two
     threads making the same title's grams at once make equal values, so either may stay.
     """
 
@@ -89,10 +89,8 @@ def consensus_choice(titles: Sequence[str], max_n: int = MAX_N, grams: TitleGram
         return -1
     grams = grams if grams is not None else TitleGrams(max_n)
     # Each title's similarity to the others, from the grams' postings: only titles that share a gram are
-    # like each other at all, and a title's repeats each count. Kept grams and postings took a query's 15
-    # neighbours' consensus from 0.32 to 0.06 ms when they came from 6 products' titles, and from 1.02 to
-    # 0.15 ms when all 15 differed (titles from 400 words, medians of 5 runs of 300 queries); a matrix
-    # product over gram vectors took 0.20 and 0.25 ms, and comparing each pair's dictionaries 0.09 and 0.39.
+    # like each other at all, and a title's repeats each count; faster than a matrix product over gram
+    # vectors or comparing each pair's dictionaries (docs/experiments.md).
     repeats = Counter(titles[position] for position in present)
     kept = [grams.of(title) for title in repeats]
     counts = list(repeats.values())

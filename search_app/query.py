@@ -76,8 +76,8 @@ def parse_search(request: Request, engine: SearchEngine, default_k: int, max_pix
 
 def is_image_body(request: Request) -> bool:
     """Whether the body is the photo itself (any Content-Type but a form's or JSON), its settings in the query
-    string. The search page sends photos so: a multipart body cost the server 1-2 ms more Python work a
-    search (werkzeug compiles two regular expressions for each body's boundary). A body of another
+    string. The search page sends photos so: a multipart body costs the server more Python work a search
+    (werkzeug compiles two regular expressions for each body's boundary). A body of another
     type (a PDF dropped on the page) is then refused as what it is, not as a missing field."""
     return not request.is_json and request.mimetype not in FORM_TYPES
 
