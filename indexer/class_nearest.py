@@ -1,9 +1,10 @@
 """Each query's similarity to the nearest index item of every class: how a kNN ranks the classes its vote left out.
 
-A vote over k = 10 neighbours names at most a few classes; a top-5 over those alone can never exceed
-the share of queries with a neighbour of their class among the 10, however good the top-1. Ranking the
-classes without a vote by their nearest item makes top-n a ranking of n classes, as a classifier's is. One matrix product per batch of queries over the whole index (the
-cost of one exact search), then a maximum per class over the columns, sorted by class once.
+A vote over k = 10 neighbours names at most a few classes; a top-5 over those alone can never exceed the
+share of queries with a neighbour of their class among the 10, however good the top-1. Ranking the
+classes without a vote by their nearest item makes top-n a ranking of n classes, as a classifier's is.
+One matrix product per batch of queries over the whole index (the cost of one exact search), then a
+maximum per class over the columns, sorted by class once.
 """
 from __future__ import annotations
 
