@@ -21,9 +21,17 @@ ENV_PREFIX = "LOOKBOOK_"
 CATALOG_KINDS = ("fashion-mnist", "deepfashion", "fashion-product-images")
 DEEPFASHION_SUBSETS = ("upper", "lower", "full", "all")
 SPLITS = ("train", "val", "test")
+# Inference arithmetic and engine (embedder/inference.py resolves "auto").
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
-class ConfigError(ValueError):
+class LookbookError(Exception):
+    """Bad input or a missing or damaged file, said in words for the person who can fix it; the base of
+    every such error in the packages, so that manage.py shows them as one message, not a traceback."""
+
+
+class ConfigError(LookbookError, ValueError):
     """A configuration key or value that Lookbook cannot use."""
 
 
@@ -83,8 +91,8 @@ class EmbedderConfig:
     def __post_init__(self) -> None:
         _check_choice("embedder.backbone", self.backbone, ("resnet50",))
         _check_choice("embedder.device", self.device, ("auto", "cpu", "cuda"))
-        _check_choice("embedder.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
-        _check_choice("embedder.runtime", self.runtime, ("auto", "torch", "onnxruntime"))
+        _check_choice("embedder.precision", self.precision, PRECISIONS)
+        _check_choice("embedder.runtime", self.runtime, RUNTIMES)
         for key in ("compile", "mirror_average"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"embedder.{key}: {getattr(self, key)!r} must be true or false")
@@ -302,6 +310,49 @@ class Config:
     def artifacts(self) -> Path:
         """The directory that holds this catalog's checkpoint, embeddings, index and reports."""
         return self.artifacts_dir if self.artifacts_dir is not None else Path("var") / self.catalog.kind
+
+    @property
+    def paths(self) -> Artifacts:
+        """The artifacts' files, by name."""
+        return Artifacts(self.artifacts)
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """The files a catalog's build makes in its artifacts directory, named in one place (docs/artifacts.md)."""
+
+    root: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        """The embedder (`train`, or made by `build-index`), which queries must be embedded with too."""
+        return self.root / "embedder.pt"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings.h5"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index.faiss"
+
+    @property
+    def build_report(self) -> Path:
+        return self.root / "build-report.json"
+
+    @property
+    def training(self) -> Path:
+        """The training run's state, metrics and curves."""
+        return self.root / "train"
+
+    @property
+    def reports(self) -> Path:
+        """Evaluation reports, one directory each."""
+        return self.root / "reports"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
 
 
 SECTIONS: dict[str, type] = {

@@ -10,26 +10,12 @@ from pathlib import Path
 
 import click
 
-from config import Config, ConfigError, load_config
+from config import Config, LookbookError, load_config
 
 log = logging.getLogger("lookbook")
 
 # Errors meant for people: shown as one clear message, not a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The error types each package raises for bad input, imported only when a command runs."""
-    from embedder.catalog import CatalogError
-    from embedder.checkpoint import CheckpointError
-    from embedder.weights import WeightsUnavailableError
-    from indexer.embeddings_file import EmbeddingsFileError
-    from indexer.evaluation import EvaluationError
-    from indexer.index import IndexFileError
-    from indexer.report_files import ReportFileError
-
-    return USER_ERRORS + (CatalogError, CheckpointError, WeightsUnavailableError, EmbeddingsFileError, IndexFileError,
-                          EvaluationError, ReportFileError)
+USER_ERRORS: tuple[type[BaseException], ...] = (LookbookError, FileNotFoundError)
 
 
 def command(function):
@@ -41,10 +27,6 @@ def command(function):
             return function(*args, **kwargs)
         except USER_ERRORS as error:
             raise click.ClickException(str(error)) from error
-        except Exception as error:
-            if isinstance(error, user_errors()):
-                raise click.ClickException(str(error)) from error
-            raise
 
     return wrapper
 
@@ -76,7 +58,7 @@ def cli(ctx, config_file, catalog_kind, root, weights, artifacts, settings, verb
             overrides[key] = value
     try:
         ctx.obj = load_config(config_file, os.environ, overrides)
-    except ConfigError as error:
+    except LookbookError as error:
         raise click.ClickException(str(error)) from error
 
 
@@ -87,7 +69,7 @@ def prepare_catalog(config: Config):
     """Find (or download) the configured catalog and say what it holds."""
     from embedder.catalogs import open_catalog
 
-    catalog = open_catalog(config.catalog, config.artifacts / "downloads")
+    catalog = open_catalog(config.catalog, config.paths.downloads)
     splits = {split: sum(item.split == split for item in catalog.items) for split in ("train", "val", "test")}
     click.echo(
         f"{catalog.kind} catalog at {catalog.root}: {len(catalog)} items, {len(catalog.class_names)} classes, "
@@ -147,12 +129,11 @@ def train(config: Config, restart: bool, time_budget: int | None, epochs: int | 
 @command
 def average_weights(config: Config, checkpoints: tuple[str, ...], output: str | None, replace: bool):
     """Average trained checkpoints' weights (a weight soup), recalibrate BatchNorm on the catalog, validate."""
-    from embedder.checkpoint import CHECKPOINT_NAME
     from embedder.soup import check_output, make_soup
     from indexer.evaluation import knn_top1
 
     paths = [Path(path) for path in checkpoints]
-    target = Path(output) if output else config.artifacts / CHECKPOINT_NAME
+    target = Path(output) if output else config.paths.checkpoint
     check_output(target, paths, replace)
     report = make_soup(config, paths, target, knn_accuracy=knn_top1)
     for path, top1 in report.ingredients_val_top1.items():
@@ -167,13 +148,13 @@ def average_weights(config: Config, checkpoints: tuple[str, ...], output: str | 
 @command
 def build_index(config: Config, force: bool):
     """Embed every catalog image into embeddings.h5 and build the FAISS index over them."""
-    from embedder.build import EMBEDDINGS_NAME, build_embeddings
+    from embedder.build import build_embeddings
     from indexer.index import build_index_file
 
     extraction = build_embeddings(config, force=force)
-    index = build_index_file(config.artifacts / EMBEDDINGS_NAME, config.artifacts / "index.faiss", config.index)
+    index = build_index_file(config.paths.embeddings, config.paths.index, config.index)
     report = {"embeddings": _as_dict(extraction), "index": _as_dict(index)}
-    _write_json(config.artifacts / "build-report.json", report)
+    _write_json(config.paths.build_report, report)
     click.echo(_build_summary(extraction, index))
 
 
@@ -202,9 +183,9 @@ def evaluate(config: Config, k: int | None, sweep: str | None, leave_one_out: bo
         except ValueError:
             raise click.BadParameter(f"{sweep!r} is not a comma-separated list of integers", param_hint="--sweep")
     config = dataclasses.replace(config, evaluate=dataclasses.replace(config.evaluate, **changes))
-    vectors = read_embeddings(config.artifacts / "embeddings.h5")
+    vectors = read_embeddings(config.paths.embeddings)
     report = write_knn_report(vectors, config.evaluate, config.index, config.index.k if k is None else k,
-                              config.evaluate.reports_dir or config.artifacts / "reports",
+                              config.evaluate.reports_dir or config.paths.reports,
                               load_image=_item_image_loader(config, vectors), compare_with=compare_with)
     json_path, markdown_path = write_evaluation(report.evaluation, config.artifacts)
     click.echo(evaluation_table(report.evaluation))
@@ -232,7 +213,7 @@ def train_captioner(config: Config, epochs: int | None, time_budget: int | None)
     changes = {key: value for key, value in (("epochs", epochs), ("time_budget", time_budget)) if value is not None}
     if changes:
         config = dataclasses.replace(config, captions=dataclasses.replace(config.captions, **changes))
-    stored = read_embeddings(config.artifacts / "embeddings.h5")
+    stored = read_embeddings(config.paths.embeddings)
     corpus = CaptionCorpus(stored.embeddings, stored.title.tolist(), stored.split.tolist(), stored.checkpoint_sha256,
                            str(stored.source))
     report = train(config, corpus, device=resolve_device(config.embedder.device))
@@ -293,7 +274,7 @@ def _item_image_loader(config: Config, vectors):
     from embedder.item_images import catalog_image_loader
 
     try:
-        return catalog_image_loader(vectors, config.artifacts / "downloads")
+        return catalog_image_loader(vectors, config.paths.downloads)
     except CatalogError as error:
         click.echo(f"No failed-query pictures: {error}")
         return None

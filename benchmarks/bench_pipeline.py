@@ -24,7 +24,7 @@ import torch
 from benchmarks.common import FASHION_MNIST
 from benchmarks.deepfashion_layout import write_catalog
 from config import Config, load_config
-from embedder.build import EMBEDDINGS_NAME, build_embeddings
+from embedder.build import build_embeddings
 from embedder.catalogs import open_catalog
 from embedder.checkpoint import catalog_preprocessing, create_embedder
 from embedder.deepfashion import DeepFashionCatalog, clamp_box
@@ -94,7 +94,7 @@ def end_to_end(config: Config) -> tuple[float, float]:
     """build-index's two stages through the library: (images/s over everything, embedding loop's own images/s)."""
     started = time.perf_counter()
     extraction = build_embeddings(config, force=True)
-    build_index_file(config.artifacts / EMBEDDINGS_NAME, config.artifacts / "index.faiss", config.index)
+    build_index_file(config.paths.embeddings, config.paths.index, config.index)
     return extraction.embedded / (time.perf_counter() - started), extraction.images_per_second
 
 

@@ -13,18 +13,16 @@ from embedder.extract import ExtractionReport, embed_catalog, embeddings_attribu
 
 log = logging.getLogger(__name__)
 
-EMBEDDINGS_NAME = "embeddings.h5"
-
 
 def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
     """Make ``<artifacts>/embeddings.h5`` for the configured catalog, unless an up-to-date one exists."""
     artifacts = config.artifacts
     artifacts.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.embedder.device)
-    catalog = open_catalog(config.catalog, artifacts / "downloads")
+    catalog = open_catalog(config.catalog, config.paths.downloads)
     log.info("Catalog %s at %s: %d items, %d classes", catalog.kind, catalog.root, len(catalog), len(catalog.class_names))
     embedder = provide_embedder(config.embedder, catalog, artifacts, device)
-    output = artifacts / EMBEDDINGS_NAME
+    output = config.paths.embeddings
     attributes = embeddings_attributes(catalog, embedder, config.catalog.subset, config.embedder.mirror_average)
     if not force and is_current(output, attributes, len(catalog)):
         log.info("%s is up to date; reusing it (build-index --force rebuilds)", output)

@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 CAPTIONER_FORMAT = "lookbook-captioner"
 CAPTIONER_VERSION = 1
 CAPTIONER_NAME = "captioner.pt"
-EMBEDDER_NAME = "embedder.pt"
 DECODE_BATCH = 512
 
 
@@ -101,7 +100,7 @@ def check_embedder(corpus: CaptionCorpus, embedder_checkpoint: Path) -> None:
 def train_captioner(config: Config, corpus: CaptionCorpus, device: str = "cpu") -> CaptionTrainingReport:
     """Train the GRU annotator on the train split's titles (best val loss kept) and save <artifacts>/captioner.pt."""
     settings = config.captions
-    check_embedder(corpus, config.artifacts / EMBEDDER_NAME)
+    check_embedder(corpus, config.paths.checkpoint)
     train_rows, val_rows = _rows(corpus, "train"), _rows(corpus, "val")
     if len(train_rows) == 0:
         raise CaptionerError(f"{corpus.source}: no train item has a title; this catalog has nothing to learn "

@@ -9,8 +9,10 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from config import LookbookError
 
-class CatalogError(RuntimeError):
+
+class CatalogError(LookbookError, RuntimeError):
     """A catalog that cannot be read: a missing or malformed file, named in the message."""
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from config import EmbedderConfig
+from config import Artifacts, EmbedderConfig, LookbookError
 from embedder.catalog import Catalog
 from embedder.model import EmbeddingNet
 from embedder.transforms import Preprocessing
@@ -25,10 +25,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "lookbook-embedder"
 CHECKPOINT_VERSION = 1
-CHECKPOINT_NAME = "embedder.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(LookbookError, RuntimeError):
     """A checkpoint that is missing, unreadable, or not a Lookbook embedder."""
 
 
@@ -168,7 +167,7 @@ def provide_embedder(config: EmbedderConfig, catalog: Catalog, artifacts: Path, 
         log.info("Using the checkpoint %s", configured)
         return load_checkpoint(configured, device)
     wanted = catalog_preprocessing(config, catalog)
-    saved = artifacts / CHECKPOINT_NAME
+    saved = Artifacts(artifacts).checkpoint
     if saved.is_file():
         loaded = load_checkpoint(saved, device)
         if (loaded.model.model_args() == {"backbone": config.backbone, "embedding_size": config.embedding_size}

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from config import SPLITS
 from embedder.annotations import Annotation, paused_gc, read_annotation, read_sign_matrix
 from embedder.catalog import Catalog, CatalogError, CatalogImageError, CatalogItem, ItemAttributes
 
@@ -38,7 +39,6 @@ ATTR_IMG = "Anno/list_attr_img.txt"
 CATEGORY_TYPES = {1: "upper-body", 2: "lower-body", 3: "full-body"}
 SUBSET_TYPES = {"upper": (1,), "lower": (2,), "full": (3,), "all": (1, 2, 3)}
 ATTRIBUTE_TYPES = {1: "texture", 2: "fabric", 3: "shape", 4: "part", 5: "style"}
-SPLITS = ("train", "val", "test")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch.fx.experimental.optimization import fuse
 
+from config import PRECISIONS, RUNTIMES
+
 if TYPE_CHECKING:
     from embedder.checkpoint import LoadedEmbedder
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-RUNTIMES = ("auto", "torch", "onnxruntime")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -44,7 +44,7 @@ def make_soup(config: Config, paths: list[Path], output: Path, knn_accuracy: Knn
     """Average the checkpoints, recalibrate BatchNorm, validate, and save the soup to ``output``."""
     device = resolve_device(config.embedder.device)
     soup = average_checkpoints(paths)
-    catalog = catalog or open_catalog(config.catalog, config.artifacts / "downloads")
+    catalog = catalog or open_catalog(config.catalog, config.paths.downloads)
     train_rows, val_rows = split_validation(catalog, config.train.holdout_per_class, config.train.seed)
     validate = Validator(catalog, train_rows, val_rows, soup.preprocessing, config, knn_accuracy, device)
     scores = {}

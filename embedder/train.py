@@ -20,7 +20,6 @@ from embedder.augment import preset_for, training_pixels
 from embedder.catalog import Catalog
 from embedder.catalogs import open_catalog
 from embedder.checkpoint import (
-    CHECKPOINT_NAME,
     catalog_preprocessing,
     create_embedder,
     is_lookbook_checkpoint,
@@ -29,6 +28,7 @@ from embedder.checkpoint import (
 )
 from embedder.dataset import CatalogImages
 from embedder.extract import embed_batch, resolve_device, resolve_workers
+from embedder.inference import native_bfloat16
 from embedder.losses import NormalizedSoftmaxLoss, TripletLoss
 from embedder.model import EmbeddingNet
 from embedder.sampler import PKSampler
@@ -132,10 +132,7 @@ def learning_rate(train: TrainConfig, step: int, steps_per_epoch: int, seconds: 
 def fast_bfloat16(device: str) -> bool:
     """Whether bfloat16 autocast speeds training here: CUDA GPUs, and CPUs with AVX512-BF16 or AMX
     (benchmarks/README.md, Training step and GPU)."""
-    if device.startswith("cuda"):
-        return True
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return device.startswith("cuda") or native_bfloat16()
 
 
 def train_step(trainee: Trainee, batch: torch.Tensor, labels: torch.Tensor, aux_weight: float, amp: bool) -> dict:
@@ -207,13 +204,13 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
     started = time.perf_counter()
     device = resolve_device(config.embedder.device)
     torch.manual_seed(config.train.seed)
-    catalog = catalog or open_catalog(config.catalog, config.artifacts / "downloads")
+    catalog = catalog or open_catalog(config.catalog, config.paths.downloads)
     train_rows, val_rows = split_validation(catalog, config.train.holdout_per_class, config.train.seed)
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError(f"the {catalog.kind} catalog needs training and validation items to train on")
     preprocessing = catalog_preprocessing(config.embedder, catalog)
     trainee = build_trainee(config, len(catalog.class_names), device)
-    directory = config.artifacts / "train"
+    directory = config.paths.training
     state_path = directory / "last.pt"
     identity = run_identity(config, catalog)
     modules = {"model": trainee.model, "aux": trainee.aux, "optimizer": trainee.optimizer}
@@ -233,7 +230,7 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
     else:
         validate = Validator(catalog, train_rows, val_rows, preprocessing, config, knn_accuracy, device)
         state.stopped_because = loop.run(validate, lambda: save_state(state_path, state, identity, modules),
-                                         TrainingLog(directory), config.artifacts / CHECKPOINT_NAME)
+                                         TrainingLog(directory), config.paths.checkpoint)
         save_state(state_path, state, identity, modules)
         # The run's last weights beside its best: an ingredient of a weight soup (`manage.py average-weights`).
         save_checkpoint(directory / FINAL_CHECKPOINT_NAME, trainee.model, preprocessing, trainee.origin,
@@ -247,7 +244,7 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
         best_top1=state.best_top1, best_step=state.best_step, steps=state.step,
         epochs=state.step / len(loop.sampler), seconds=state.seconds,
         images_per_second=fresh_steps * loop.sampler.batch_size / fresh_seconds,
-        stopped_because=stopped, checkpoint=str(config.artifacts / CHECKPOINT_NAME), resumed_from_step=resumed_from,
+        stopped_because=stopped, checkpoint=str(config.paths.checkpoint), resumed_from_step=resumed_from,
     )
 
 

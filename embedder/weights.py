@@ -9,8 +9,10 @@ import torchvision
 
 log = logging.getLogger(__name__)
 
+from config import LookbookError
 
-class WeightsUnavailableError(RuntimeError):
+
+class WeightsUnavailableError(LookbookError, RuntimeError):
     """Pretrained weights were asked for and cannot be had; the message says how to provide them."""
 
 

@@ -11,11 +11,12 @@ from typing import Any
 import h5py
 import numpy as np
 
+from config import LookbookError
+
 log = logging.getLogger(__name__)
 
 EMBEDDINGS_FORMAT = "lookbook-embeddings"
 EMBEDDINGS_VERSION = 1
-EMBEDDINGS_NAME = "embeddings.h5"
 STRING_DATASETS = ("item_id", "path", "split", "title")
 DATASETS = ("embeddings", "label") + STRING_DATASETS
 REQUIRED_ATTRS = (
@@ -37,7 +38,7 @@ KNOWN_SPLITS = ("train", "val", "test")
 FIX_HINT = "re-run `python manage.py build-index` to write it again"
 
 
-class EmbeddingsFileError(RuntimeError):
+class EmbeddingsFileError(LookbookError, RuntimeError):
     """An embeddings file that is missing, unreadable or not what docs/artifacts.md describes."""
 
 

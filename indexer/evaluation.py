@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from indexer import metrics
+from config import LookbookError
 from indexer.embeddings_file import EmbeddingsFile
 from indexer.index import build_index, search
 from indexer.class_nearest import nearest_by_class
@@ -31,7 +32,7 @@ CONFUSED_PAIRS = 10
 LEAVE_ONE_OUT = "leave-one-out"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(LookbookError, ValueError):
     """An evaluation that cannot be run on this embeddings file as asked."""
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from config import IndexConfig
+from config import IndexConfig, LookbookError
 from indexer.approximate import IndexPlan, build_approximate, choose_kind, search_filled, set_search_breadth
 from indexer.embeddings_file import embeddings_shape, file_sha256, read_embeddings
 
@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "lookbook-index"
 INDEX_VERSION = 1
-INDEX_NAME = "index.faiss"
-SIDECAR_NAME = "index.json"
 INDEX_KIND = "flat"
 METRICS = ("ip", "l2")
 GPU_CHOICES = ("auto", "on", "off")
@@ -33,11 +31,11 @@ FIX_HINT = "re-run `python manage.py build-index` to rebuild it"
 SEARCH_BATCH = 4096
 
 
-class IndexFileError(RuntimeError):
+class IndexFileError(LookbookError, RuntimeError):
     """An index file or sidecar that is missing, unreadable or does not match the embeddings file."""
 
 
-class IndexDeviceError(RuntimeError):
+class IndexDeviceError(LookbookError, RuntimeError):
     """A GPU index was asked for where faiss cannot use a GPU."""
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from config import LookbookError
 from indexer.evaluation import METRICS, Evaluation
 from indexer.index import write_atomically
 from indexer.report import definitions, evaluation_markdown, json_text, write_text
@@ -29,7 +30,7 @@ COMPARISON_NAME = "comparison.json"
 TIMESTAMP = "%Y%m%d-%H%M%S"
 
 
-class ReportFileError(ValueError):
+class ReportFileError(LookbookError, ValueError):
     """A report file or directory that is missing or not a Lookbook evaluation report."""
 
 

@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 PREDICTIONS = 5
 REBUILD_HINT = "run `python manage.py build-index` first"
-CHECKPOINT_NAME = "embedder.pt"
 
 
 def similarity_from_distance(D: np.ndarray, metric: str) -> np.ndarray:
@@ -263,7 +262,7 @@ class SearchEngine:
 
 def artifact_paths(config: Config) -> tuple[Path, Path]:
     """embeddings.h5 and index.faiss in config's artifacts; FileNotFoundError naming what is missing."""
-    embeddings_path, index_path = config.artifacts / "embeddings.h5", config.artifacts / "index.faiss"
+    embeddings_path, index_path = config.paths.embeddings, config.paths.index
     missing = [str(path) for path in (embeddings_path, index_path) if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"{' and '.join(missing)} not found; {REBUILD_HINT} "
@@ -281,7 +280,7 @@ def query_device(config: Config) -> str:
 
 def load_query_embedder(config: Config, stored: EmbeddingsFile, index: faiss.Index, device: str) -> QueryEmbedder:
     """The embedder of the checkpoint that made ``stored``, ready for queries and checked against ``index``."""
-    loaded = _load_matching_checkpoint(stored, config.artifacts / CHECKPOINT_NAME, device)
+    loaded = _load_matching_checkpoint(stored, config.paths.checkpoint, device)
     query_embedder = _query_embedder(loaded, device, config, stored.mirror_average)
     # One query at start-up: the first shopper does not wait for the warm-up, and a model that
     # does not fit the index is found now rather than on every request.
@@ -372,4 +371,4 @@ def _catalog_image_loader(config: Config, stored: EmbeddingsFile) -> Callable[[i
     """Reopen the catalog that was embedded and map each embeddings row to its catalog item."""
     from embedder.item_images import catalog_image_loader
 
-    return catalog_image_loader(stored, config.artifacts / "downloads")
+    return catalog_image_loader(stored, config.paths.downloads)
