@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -16,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 ENV_PREFIX = "LOOKBOOK_"
 
 CATALOG_KINDS = ("fashion-mnist", "deepfashion", "fashion-product-images")
 DEEPFASHION_SUBSETS = ("upper", "lower", "full", "all")
 SPLITS = ("train", "val", "test")
-# Inference arithmetic and engine (embedder/inference.py resolves "auto").
+# Inference arithmetic and engine (embedder/inference/network.py resolves "auto").
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
@@ -71,11 +72,11 @@ class EmbedderConfig:
     embedding_size: int = 128
     batch_size: int = 128
     device: str = "auto"
-    # DataLoader worker processes; None: as many as suit the device (see embedder.extract.resolve_workers).
+    # DataLoader worker processes; None: as many as suit the device (see embedder.inference.extract.resolve_workers).
     workers: int | None = None
     seed: int = 0
     # Inference arithmetic: "auto" (float16 on CUDA, bfloat16 on CPUs with native bf16, else float32),
-    # "fp32", "bf16" or "fp16" (CUDA only); see embedder/inference.py.
+    # "fp32", "bf16" or "fp16" (CUDA only); see embedder/inference/network.py.
     precision: str = "auto"
     # torch.compile the network for build-index: compiling costs minutes on a small CPU (benchmarks/README.md).
     compile: bool = False

@@ -87,9 +87,9 @@ def prepare_catalog(config: Config):
 def make_sample_catalog(root, per_category, seed, layout):
     """Write a small catalog of drawn garments in a real catalog's layout, to try Lookbook without the real data."""
     if layout == "fashion-product-images":
-        from embedder.sample_products import write_sample_products as write
+        from embedder.catalogs.sample_products import write_sample_products as write
     else:
-        from embedder.sample_catalog import write_sample_catalog as write
+        from embedder.catalogs.sample_deepfashion import write_sample_catalog as write
 
     path = write(Path(root), per_category, seed=seed)
     click.echo(f"Wrote a sample {layout}-layout catalog to {path}; use --catalog {layout} --root {path}")
@@ -105,8 +105,8 @@ def train(config: Config, restart: bool, time_budget: int | None, epochs: int | 
     """Fine-tune the embedder with a triplet loss; the best checkpoint becomes <artifacts>/embedder.pt."""
     import dataclasses
 
-    from embedder.train import train as train_embedder
-    from indexer.evaluation import knn_top1
+    from embedder.training.loop import train as train_embedder
+    from indexer.evaluation.protocol import knn_top1
 
     changes = {key: value for key, value in (("time_budget", time_budget), ("epochs", epochs)) if value is not None}
     if changes:
@@ -129,8 +129,8 @@ def train(config: Config, restart: bool, time_budget: int | None, epochs: int | 
 @command
 def average_weights(config: Config, checkpoints: tuple[str, ...], output: str | None, replace: bool):
     """Average trained checkpoints' weights (a weight soup), recalibrate BatchNorm on the catalog, validate."""
-    from embedder.soup import check_output, make_soup
-    from indexer.evaluation import knn_top1
+    from embedder.training.soup import check_output, make_soup
+    from indexer.evaluation.protocol import knn_top1
 
     paths = [Path(path) for path in checkpoints]
     target = Path(output) if output else config.paths.checkpoint
@@ -148,7 +148,7 @@ def average_weights(config: Config, checkpoints: tuple[str, ...], output: str | 
 @command
 def build_index(config: Config, force: bool):
     """Embed every catalog image into embeddings.h5 and build the FAISS index over them."""
-    from embedder.build import build_embeddings
+    from embedder.inference.build import build_embeddings
     from indexer.index import build_index_file
 
     extraction = build_embeddings(config, force=force)
@@ -172,9 +172,9 @@ def evaluate(config: Config, k: int | None, sweep: str | None, leave_one_out: bo
     import dataclasses
 
     from indexer.embeddings_file import read_embeddings
-    from indexer.knn_report import write_knn_report
-    from indexer.report import evaluation_table, write_evaluation
-    from indexer.report_compare import comparison_table
+    from indexer.report.compare import comparison_table
+    from indexer.report.run import write_knn_report
+    from indexer.report.text import evaluation_table, write_evaluation
 
     changes = {"leave_one_out": True} if leave_one_out else {}
     if sweep is not None:
@@ -206,8 +206,9 @@ def train_captioner(config: Config, epochs: int | None, time_budget: int | None)
     """Train the GRU annotator on the titles and stored vectors of embeddings.h5; saves <artifacts>/captioner.pt."""
     import dataclasses
 
-    from embedder.caption_training import CaptionCorpus, train_captioner as train
-    from embedder.extract import resolve_device
+    from embedder.captioner.training import CaptionCorpus
+    from embedder.captioner.training import train_captioner as train
+    from embedder.inference.extract import resolve_device
     from indexer.embeddings_file import read_embeddings
 
     changes = {key: value for key, value in (("epochs", epochs), ("time_budget", time_budget)) if value is not None}
@@ -252,9 +253,9 @@ def serve(config: Config, host: str | None, port: int | None, prod: bool):
 
 def _evaluate_captions(config: Config, vectors) -> None:
     """Caption metrics of consensus and (when trained for this embedder) the annotator; captions.json and .md."""
-    from embedder.caption_training import annotator_for
-    from embedder.extract import resolve_device
-    from indexer.caption_evaluation import caption_table, evaluate_captions, write_caption_report
+    from embedder.captioner.training import annotator_for
+    from embedder.inference.extract import resolve_device
+    from indexer.captions.evaluation import caption_table, evaluate_captions, write_caption_report
 
     device = resolve_device(config.embedder.device)
     annotate = annotator_for(config.artifacts, vectors.checkpoint_sha256, config.captions, device)
@@ -270,8 +271,8 @@ def _evaluate_captions(config: Config, vectors) -> None:
 
 def _item_image_loader(config: Config, vectors):
     """Embeddings row -> catalog image, for the report's failed-query strips; None (and a note) without the catalog."""
-    from embedder.catalog import CatalogError
-    from embedder.item_images import catalog_image_loader
+    from embedder.catalogs.base import CatalogError
+    from embedder.catalogs.item_images import catalog_image_loader
 
     try:
         return catalog_image_loader(vectors, config.paths.downloads)

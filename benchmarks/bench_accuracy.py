@@ -18,11 +18,11 @@ import numpy as np
 
 from config import load_config
 from embedder.catalogs import open_catalog
-from embedder.checkpoint import catalog_preprocessing, create_embedder, save_checkpoint, load_checkpoint
-from embedder.extract import embed_catalog, embeddings_attributes
+from embedder.checkpoint import catalog_preprocessing, create_embedder, load_checkpoint, save_checkpoint
+from embedder.inference.extract import embed_catalog, embeddings_attributes
 from indexer.embeddings_file import read_embeddings
-from indexer.evaluation import evaluate_knn
-from indexer.report import evaluation_table
+from indexer.evaluation.protocol import evaluate_knn
+from indexer.report.text import evaluation_table
 
 CONFIG = Path("configs/demo.toml")
 

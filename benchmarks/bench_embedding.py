@@ -26,8 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import FASHION_MNIST, ROOT, cpu_peak, interleaved_best
 from config import EmbedderConfig
 from embedder.checkpoint import create_embedder, load_checkpoint
-from embedder.inference import prepare_model
-from embedder.onnx_runtime import OnnxRuntimeModel
+from embedder.inference.network import prepare_model
+from embedder.inference.onnx_runtime import OnnxRuntimeModel
 
 TRAINED = ROOT / "var" / "fashion-mnist" / "embedder.pt"
 DEFAULT = "BN folded, channels_last fp32"
@@ -46,8 +46,8 @@ def load_model(checkpoint: Path | None) -> tuple[torch.nn.Module, str]:
 def sample_images(count: int, size: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray | None, str]:
     """``count`` Fashion-MNIST images preprocessed as the catalog is (and their labels), else random pixels."""
     if any(FASHION_MNIST.glob("train-images-idx3-ubyte*")):
+        from embedder.catalogs.fashion_mnist import FashionMnistCatalog
         from embedder.checkpoint import catalog_preprocessing
-        from embedder.fashion_mnist import FashionMnistCatalog
         from embedder.transforms import build_transform
 
         catalog = FashionMnistCatalog(FASHION_MNIST)

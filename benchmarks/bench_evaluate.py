@@ -1,7 +1,7 @@
 """Per-class kNN evaluation: 10,000 queries against 60,000 items (Fashion-MNIST's size), batched vs a naive loop.
 
 The data are seeded synthetic unit vectors around 10 class centres, so the metrics are neither 0 nor 1.
-The batched side is ``indexer.evaluation.evaluate_knn`` as `manage.py evaluate` runs it (FAISS search,
+The batched side is ``indexer.evaluation.protocol.evaluate_knn`` as `manage.py evaluate` runs it (FAISS search,
 numpy voting, exact mAP@R). The naive side does per query what a first implementation would: a dot
 product, a full sort, a Counter vote and AP@R from the full ranking; it runs on a sample of the queries
 and is scaled up, and its answers are checked against the batched ones on that sample.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.embeddings_file import EmbeddingsFile
-from indexer.evaluation import evaluate_knn
+from indexer.evaluation.protocol import evaluate_knn
 
 DATABASE, QUERIES, DIMENSION, CLASSES, K = 60_000, 10_000, 128, 10, 10
 NAIVE_SAMPLE = 200

@@ -145,7 +145,7 @@ def stage_peaks(args: argparse.Namespace) -> tuple[dict, str]:
 def stage_embedding(args: argparse.Namespace) -> tuple[dict, str]:
     from config import EmbedderConfig
     from embedder.checkpoint import create_embedder
-    from embedder.inference import autocast, prepare_model
+    from embedder.inference.network import autocast, prepare_model
 
     device = device_of(args)
     size, batch_size = (64, 8) if args.small else (224, 256)
@@ -216,7 +216,7 @@ def stage_embedding(args: argparse.Namespace) -> tuple[dict, str]:
 
 def stage_training(args: argparse.Namespace) -> tuple[dict, str]:
     from config import Config, EmbedderConfig, TrainConfig
-    from embedder.train import build_trainee, train_step
+    from embedder.training.loop import build_trainee, train_step
 
     device = device_of(args)
     train = TrainConfig()
@@ -245,8 +245,8 @@ def stage_training(args: argparse.Namespace) -> tuple[dict, str]:
 def stage_build(args: argparse.Namespace) -> tuple[dict, str]:
     from config import CatalogConfig
     from embedder.catalogs import open_catalog
-    from embedder.dataset import CatalogImages
-    from embedder.extract import resolve_workers
+    from embedder.catalogs.dataset import CatalogImages
+    from embedder.inference.extract import resolve_workers
     from embedder.transforms import Preprocessing, build_pixel_transform
 
     device = device_of(args)
@@ -326,12 +326,12 @@ def stage_fashion_mnist(args: argparse.Namespace) -> tuple[dict, str]:
 def stage_agreement(args: argparse.Namespace) -> tuple[dict, str]:
     from config import CatalogConfig, EmbedderConfig
     from embedder.catalogs import open_catalog
+    from embedder.catalogs.dataset import CatalogImages
     from embedder.checkpoint import catalog_preprocessing, create_embedder, load_checkpoint
-    from embedder.dataset import CatalogImages
-    from embedder.extract import embed_batch, resolve_workers
-    from embedder.inference import prepare_model
+    from embedder.inference.extract import embed_batch, resolve_workers
+    from embedder.inference.network import prepare_model
     from embedder.transforms import build_pixel_transform, normalize_batch
-    from indexer.evaluation import knn_top1
+    from indexer.evaluation.protocol import knn_top1
 
     device = device_of(args)
     catalog = open_catalog(CatalogConfig(kind="fashion-mnist", root=args.fashion_mnist, limit=3000 if args.small else 0),
@@ -402,7 +402,7 @@ def stage_tests(args: argparse.Namespace) -> tuple[dict, str]:
 def stage_compile(args: argparse.Namespace) -> tuple[dict, str]:
     from config import EmbedderConfig
     from embedder.checkpoint import create_embedder
-    from embedder.inference import autocast, prepare_model
+    from embedder.inference.network import autocast, prepare_model
 
     device = device_of(args)
     size, batch = (64, 8) if args.small else (224, args.batch)

@@ -24,12 +24,12 @@ import torch
 from benchmarks.common import FASHION_MNIST
 from benchmarks.deepfashion_layout import write_catalog
 from config import Config, load_config
-from embedder.build import build_embeddings
 from embedder.catalogs import open_catalog
+from embedder.catalogs.deepfashion import DeepFashionCatalog, clamp_box
 from embedder.checkpoint import catalog_preprocessing, create_embedder
-from embedder.deepfashion import DeepFashionCatalog, clamp_box
-from embedder.extract import embed_batch, resolve_device
-from embedder.inference import onnx_runtime_installed, prepare_model, resolve_precision
+from embedder.inference.build import build_embeddings
+from embedder.inference.extract import embed_batch, resolve_device
+from embedder.inference.network import onnx_runtime_installed, prepare_model, resolve_precision
 from embedder.transforms import Preprocessing, build_pixel_transform, normalize_batch
 from indexer.index import build_index_file
 

@@ -59,7 +59,7 @@ def model_alone(images: int = 2048) -> float:
     from config import load_config
     from embedder.catalogs import open_catalog
     from embedder.checkpoint import catalog_preprocessing
-    from embedder.extract import resolve_device
+    from embedder.inference.extract import resolve_device
     from embedder.transforms import build_pixel_transform, normalize_batch
 
     config = load_config(env={}, overrides={"embedder.weights": "none", "catalog.limit": images})

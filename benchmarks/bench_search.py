@@ -62,7 +62,7 @@ def exact_search() -> None:
 
 def fashion_mnist_pca(dimension: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """Fashion-MNIST pixels -> PCA (fitted on train) -> unit vectors: (xb, labels, xq, labels, source)."""
-    from embedder.fashion_mnist import FashionMnistCatalog  # only the reader; no torch model
+    from embedder.catalogs.fashion_mnist import FashionMnistCatalog  # only the reader; no torch model
 
     catalog = FashionMnistCatalog(FASHION_MNIST)
     pixels = catalog.pixels.reshape(len(catalog), -1).astype(np.float32) / 255

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import usable_cores
 from benchmarks.http_clients import CLIENTS, AnswerError
 from benchmarks.server_process import free_port, health, start_server, stop_server
 from config import Config, load_config
-from benchmarks.common import usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_MNIST = ROOT / "var" / "fashion-mnist"
@@ -120,7 +120,7 @@ def prepare_artifacts(workdir: Path, catalog: str, image_size: int) -> tuple[lis
     if catalog == "demo" or (catalog == "auto" and demo_built):
         demo = ROOT / "configs" / "demo.toml"
         return ["--config", str(demo)], load_config(demo, env={})
-    from embedder.sample_catalog import write_sample_catalog
+    from embedder.catalogs.sample_deepfashion import write_sample_catalog
 
     root = write_sample_catalog(workdir / "catalog", images_per_category=8, seed=1)
     settings = {"catalog.kind": "deepfashion", "catalog.root": str(root), "embedder.weights": "none",
@@ -167,7 +167,7 @@ class InProcess:
         import torch
 
         from embedder.checkpoint import load_checkpoint
-        from embedder.inference import prepare_checkpoint
+        from embedder.inference.network import prepare_checkpoint
         from embedder.transforms import build_transform
         from indexer.embeddings_file import read_embeddings
         from search_app.engine import SearchEngine
@@ -204,7 +204,7 @@ class InProcess:
 
     def forward_images_per_second(self, size: int, seconds: float = FORWARD_SECONDS) -> float:
         """The embedder's sustained forward throughput on batches of this size, over a few seconds after a warm-up."""
-        from embedder.extract import embed_batch
+        from embedder.inference.extract import embed_batch
 
         chunk = self.tensors.repeat((size + len(self.tensors) - 1) // len(self.tensors), 1, 1, 1)[:size]
         embed_batch(self.model, chunk, "cpu", self.config.embedder.precision)

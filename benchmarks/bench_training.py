@@ -18,11 +18,11 @@ import torch
 
 from benchmarks.common import FASHION_MNIST, interleaved_best
 from config import Config, TrainConfig, load_config
+from embedder.catalogs.dataset import CatalogImages
+from embedder.catalogs.fashion_mnist import FashionMnistCatalog, has_fashion_mnist
 from embedder.checkpoint import catalog_preprocessing
-from embedder.dataset import CatalogImages
-from embedder.fashion_mnist import FashionMnistCatalog, has_fashion_mnist
-from embedder.small_map_convs import use_small_map_convs
-from embedder.train import Trainee, build_optimizer, build_trainee, fast_bfloat16, train_step
+from embedder.training.loop import Trainee, build_optimizer, build_trainee, fast_bfloat16, train_step
+from embedder.training.small_map_convs import use_small_map_convs
 from embedder.transforms import build_transform
 
 IMAGE_SIZE = 32

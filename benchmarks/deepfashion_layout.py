@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from embedder.deepfashion import BBOX, CATEGORY_CLOTH, CATEGORY_IMG, PARTITION
+from embedder.catalogs.deepfashion import BBOX, CATEGORY_CLOTH, CATEGORY_IMG, PARTITION
 
 # The real file's 50 categories have types 1 (upper), 2 (lower), 3 (full body); 20 upper-body ones.
 CATEGORIES = [(f"Upper_{n:02d}", 1) for n in range(20)] + [(f"Lower_{n:02d}", 2) for n in range(16)] \

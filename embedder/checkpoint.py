@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from config import Artifacts, EmbedderConfig, LookbookError
-from embedder.catalog import Catalog
+from embedder.catalogs.base import Catalog
 from embedder.model import EmbeddingNet
 from embedder.transforms import Preprocessing
 from embedder.weights import (

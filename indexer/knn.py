@@ -77,7 +77,7 @@ def top_classes(scores: np.ndarray, n: int = 5) -> tuple[np.ndarray, np.ndarray]
 def rank_classes(scores: np.ndarray, nearest: np.ndarray, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """The n best classes per query (nq x n int64) and their vote scores, best first: by vote score, then,
     for equal scores (every class without a vote among them), by the similarity of the class's nearest
-    item (``nearest``, nq x num_classes, indexer.class_nearest), then class order."""
+    item (``nearest``, nq x num_classes, indexer.evaluation.class_nearest), then class order."""
     scores, nearest = np.asarray(scores), np.asarray(nearest)
     if scores.ndim != 2 or scores.shape != nearest.shape:
         raise ValueError(f"scores and nearest must be matching nq x num_classes arrays, got shapes {scores.shape} "

@@ -5,8 +5,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from indexer.attribute_voting import top_attributes, vote_attributes
-from indexer.consensus import TitleGrams, consensus_captions
+from indexer.captions.attribute_voting import top_attributes, vote_attributes
+from indexer.captions.consensus import TitleGrams, consensus_captions
 from search_app.results import Caption, PredictedAttribute
 
 # Caption.method values.

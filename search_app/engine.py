@@ -18,10 +18,10 @@ from indexer.embeddings_file import EmbeddingsFile, EmbeddingsFileError, read_em
 from indexer.index import load_index
 from indexer.index import search as index_search
 from indexer.knn import knn_vote, top_classes
+from search_app.batching import Found, QueryEmbedder, QuerySearcher
+from search_app.captioning import CaptionMaker
 from search_app.filtering import CategorySearch, without_row
 from search_app.items import ItemTable, display_image, encode_jpeg
-from search_app.captioning import CaptionMaker
-from search_app.query_search import Found, QueryEmbedder, QuerySearcher
 from search_app.results import Neighbour, Prediction, SearchResult
 
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ def artifact_paths(config: Config) -> tuple[Path, Path]:
 def query_device(config: Config) -> str:
     """Where queries are embedded: config.embedder.device resolved ("auto": a GPU when there is one)."""
     # search_app needs torch only here and in the helpers below: the app imports light, tests need no model.
-    from embedder.extract import resolve_device
+    from embedder.inference.extract import resolve_device
 
     return resolve_device(config.embedder.device)
 
@@ -300,8 +300,8 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_
     FEW_QUERIES images go to a second network in their own precision."""
     import torch
 
-    from embedder.extract import embed_batch
-    from embedder.inference import FEW_QUERIES, prepare_checkpoint, query_precisions
+    from embedder.inference.extract import embed_batch
+    from embedder.inference.network import FEW_QUERIES, prepare_checkpoint, query_precisions
     from embedder.transforms import build_pixel_transform, normalize_batch
 
     preprocessing = loaded.preprocessing
@@ -336,7 +336,7 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_
 
 def _caption_maker(config: Config, stored: EmbeddingsFile, device: str) -> CaptionMaker:
     """Captions from the trained annotator when it matches this embedder, else from the neighbours' titles."""
-    from embedder.caption_training import annotator_for
+    from embedder.captioner.training import annotator_for
 
     settings = config.captions
     annotate = annotator_for(config.artifacts, stored.checkpoint_sha256, settings, device) if stored.has_titles else None
@@ -369,6 +369,6 @@ def _load_matching_checkpoint(stored: EmbeddingsFile, beside_artifacts: Path, de
 
 def _catalog_image_loader(config: Config, stored: EmbeddingsFile) -> Callable[[int], Image.Image]:
     """Reopen the catalog that was embedded and map each embeddings row to its catalog item."""
-    from embedder.item_images import catalog_image_loader
+    from embedder.catalogs.item_images import catalog_image_loader
 
     return catalog_image_loader(stored, config.paths.downloads)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from embedder.catalog import Catalog, CatalogImageError, CatalogItem
+from embedder.catalogs.base import Catalog, CatalogImageError, CatalogItem
 
 torch.set_num_threads(2)
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from config import load_config
-from embedder.sample_catalog import write_sample_catalog
+from embedder.catalogs.sample_deepfashion import write_sample_catalog
 from manage import cli
 from search_app import create_app
 
@@ -71,7 +71,7 @@ def test_search_through_the_app_finds_the_uploaded_catalog_image(built):
     client = app.test_client()
     with h5py.File(artifacts / "embeddings.h5") as f:
         item_id, path = f["item_id"][0].decode(), f["path"][0].decode()
-    from embedder.deepfashion import DeepFashionCatalog
+    from embedder.catalogs.deepfashion import DeepFashionCatalog
 
     catalog = DeepFashionCatalog(root, "all")
     row = [item.item_id for item in catalog.items].index(item_id)

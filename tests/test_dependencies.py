@@ -24,7 +24,7 @@ def imported_modules(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_dependencies_point_one_way(package):
-    files = [ROOT / "config.py"] if package == "config" else sorted((ROOT / package).glob("*.py"))
+    files = [ROOT / "config.py"] if package == "config" else sorted((ROOT / package).rglob("*.py"))
     assert files, package
     for path in files:
         wrong = imported_modules(path) & FORBIDDEN[package]

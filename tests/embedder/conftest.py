@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedder.sample_catalog import write_sample_catalog
+from embedder.catalogs.sample_deepfashion import write_sample_catalog
 
 SAMPLE_PER_CATEGORY = 6
 

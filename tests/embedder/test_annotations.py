@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import embedder.annotations as annotations
-from embedder.annotations import read_annotation, read_sign_matrix
-from embedder.catalog import CatalogError
+import embedder.catalogs.annotations as annotations
+from embedder.catalogs.annotations import read_annotation, read_sign_matrix
+from embedder.catalogs.base import CatalogError
 
 
 def write(tmp_path, text: str, name: str = "list_bbox.txt"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from embedder.augment import PRESETS, preset_for, training_pixels
+from embedder.training.augment import PRESETS, preset_for, training_pixels
 from embedder.transforms import Preprocessing, build_transform, normalize_batch
 
 

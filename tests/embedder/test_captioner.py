@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from config import CaptionsConfig, Config
-from embedder.caption_training import (
+from embedder.captioner.model import BOS, EOS, PAD, CaptionGRU, beam_decode, greedy_decode, teacher_forcing_batch
+from embedder.captioner.training import (
     CaptionCorpus,
     CaptionerError,
     annotator_for,
@@ -17,9 +18,8 @@ from embedder.caption_training import (
     save_captioner,
     train_captioner,
 )
-from embedder.captioner import BOS, EOS, PAD, CaptionGRU, beam_decode, greedy_decode, teacher_forcing_batch
+from embedder.captioner.vocabulary import Vocabulary, tokenize
 from embedder.checkpoint import file_sha256
-from embedder.vocabulary import Vocabulary, tokenize
 
 TITLES = [
     "Red Striped Short-Sleeve Tee", "Navy Long-Sleeve Blouse", "Black Jeans", "White Polka Dot Sleeveless Dress",

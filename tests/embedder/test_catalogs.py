@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 
 from config import CatalogConfig
-from embedder.catalog import CatalogError
 from embedder.catalogs import open_catalog
-from embedder.deepfashion import DeepFashionCatalog
-from embedder.fashion_mnist import DEBIAN_DIRS, FashionMnistCatalog
+from embedder.catalogs.base import CatalogError
+from embedder.catalogs.deepfashion import DeepFashionCatalog
+from embedder.catalogs.fashion_mnist import DEBIAN_DIRS, FashionMnistCatalog
 
 
 def test_fashion_mnist_from_the_configured_root(fashion_mnist_dir, tmp_path):

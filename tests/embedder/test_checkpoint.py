@@ -5,7 +5,7 @@ import torchvision
 
 from config import EmbedderConfig
 from embedder.checkpoint import CheckpointError, create_embedder, load_checkpoint, provide_embedder, save_checkpoint
-from embedder.extract import embed_pil_images
+from embedder.inference.extract import embed_pil_images
 from embedder.transforms import Preprocessing, build_transform
 from embedder.weights import WeightsUnavailableError, imagenet_cache_file
 

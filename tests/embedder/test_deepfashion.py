@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedder.catalog import CatalogError, CatalogImageError
-from embedder.deepfashion import (
+from embedder.catalogs.base import CatalogError, CatalogImageError
+from embedder.catalogs.deepfashion import (
     ATTR_CLOTH,
     ATTR_IMG,
     BBOX,
@@ -20,7 +20,7 @@ from embedder.deepfashion import (
     ItemNames,
     clamp_box,
 )
-from embedder.sample_catalog import write_sample_catalog
+from embedder.catalogs.sample_deepfashion import write_sample_catalog
 from tests.embedder.conftest import SAMPLE_PER_CATEGORY, rewrite_rows
 
 ALL_CATEGORIES = ["Blouse", "Button-Down", "Hoodie", "Jeans", "Tank", "Tee", "Skirt", "Coat", "Dress"]

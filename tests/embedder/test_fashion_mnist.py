@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedder.catalog import CatalogError
-from embedder.fashion_mnist import (
+from embedder.catalogs.base import CatalogError
+from embedder.catalogs.fashion_mnist import (
     CLASS_NAMES,
     DEBIAN_DIRS,
     FashionMnistCatalog,

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from config import CatalogConfig
-from embedder.catalog import CatalogError
 from embedder.catalogs import open_catalog
-from embedder.fashion_product_images import COLUMNS, STYLES, FashionProductImagesCatalog
-from embedder.sample_products import ARTICLE_TYPES, write_sample_products
+from embedder.catalogs.base import CatalogError
+from embedder.catalogs.fashion_product_images import COLUMNS, STYLES, FashionProductImagesCatalog
+from embedder.catalogs.sample_products import ARTICLE_TYPES, write_sample_products
 
 HEADER = ",".join(COLUMNS)
 

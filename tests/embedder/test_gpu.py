@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-import embedder.train as training
+import embedder.training.loop as training
 from config import Config, EmbedderConfig, TrainConfig
 from embedder.checkpoint import load_checkpoint, provide_embedder
-from embedder.extract import embed_batch, embed_catalog, embeddings_attributes
-from embedder.inference import prepare_model, resolve_precision
+from embedder.inference.extract import embed_batch, embed_catalog, embeddings_attributes
+from embedder.inference.network import prepare_model, resolve_precision
 from embedder.model import EmbeddingNet
 from embedder.transforms import Preprocessing, build_transform
-from indexer.evaluation import knn_top1
+from indexer.evaluation.protocol import knn_top1
 from tests.conftest import ColourCatalog
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-import embedder.inference as inference
+import embedder.inference.network as inference
 from config import EmbedderConfig
 from embedder.checkpoint import provide_embedder
-from embedder.extract import embed_batch, embed_catalog, embeddings_attributes
-from embedder.inference import resolve_precision
+from embedder.inference.extract import embed_batch, embed_catalog, embeddings_attributes
+from embedder.inference.network import resolve_precision
 from embedder.model import EmbeddingNet
 from embedder.transforms import Preprocessing, build_transform
 from tests.conftest import ColourCatalog
@@ -131,7 +131,7 @@ def test_inference_settings_are_checked():
 
 
 def test_query_precisions_split_only_for_large_images_on_native_bf16_cpus(monkeypatch):
-    from embedder.inference import QueryPrecisions, query_precisions
+    from embedder.inference.network import QueryPrecisions, query_precisions
 
     monkeypatch.setattr(inference, "onnx_runtime_installed", lambda: True)
     monkeypatch.setattr(inference, "native_bfloat16", lambda: True)

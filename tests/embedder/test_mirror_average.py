@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-import embedder.inference as inference
+import embedder.inference.network as inference
 from config import EmbedderConfig
 from embedder.checkpoint import provide_embedder
-from embedder.extract import embed_catalog, embeddings_attributes
-from embedder.inference import prepare_model
+from embedder.inference.extract import embed_catalog, embeddings_attributes
+from embedder.inference.network import prepare_model
+from embedder.inference.onnx_runtime import exported_model_path
 from embedder.model import EmbeddingNet
-from embedder.onnx_runtime import exported_model_path
 from indexer.embeddings_file import read_embeddings
 from tests.conftest import ColourCatalog
 
@@ -72,7 +72,7 @@ def test_the_catalog_file_records_it_and_a_changed_setting_embeds_again(tmp_path
     batch = torch.stack([transform(catalog.open_image(row)) for row in range(len(catalog))])
     np.testing.assert_allclose(stored.embeddings, vectors(mirrored, batch), atol=1e-5)
 
-    from embedder.build import is_current
+    from embedder.inference.build import is_current
 
     assert is_current(output, attributes, len(catalog))
     assert not is_current(output, embeddings_attributes(catalog, loaded, "all"), len(catalog))

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import embedder.inference as inference
-import embedder.onnx_runtime as onnx_runtime
+import embedder.inference.network as inference
+import embedder.inference.onnx_runtime as onnx_runtime
 from config import EmbedderConfig
 from embedder.checkpoint import provide_embedder
-from embedder.extract import embed_catalog, embeddings_attributes
-from embedder.inference import prepare_model, resolve_runtime
+from embedder.inference.extract import embed_catalog, embeddings_attributes
+from embedder.inference.network import prepare_model, resolve_runtime
+from embedder.inference.onnx_runtime import exported_model_path
 from embedder.model import EmbeddingNet
-from embedder.onnx_runtime import exported_model_path
 from tests.conftest import ColourCatalog
 
 SHA = "ab" * 32
@@ -65,7 +65,7 @@ def test_the_export_is_saved_once_then_loaded(tmp_path, monkeypatch, caplog):
     monkeypatch.undo()
 
     saved.write_bytes(b"not an onnx model")  # a damaged file is replaced, not served
-    with caplog.at_level(logging.WARNING, logger="embedder.onnx_runtime"):
+    with caplog.at_level(logging.WARNING, logger="embedder.inference.onnx_runtime"):
         third = prepare_model(network, "cpu", runtime="onnxruntime", image_size=32, saved_export=saved)
     assert f"Could not load {saved}" in caplog.text
     np.testing.assert_allclose(embeddings(third, batch), embeddings(first, batch), atol=1e-6)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedder.deepfashion import ATTR_CLOTH, ATTR_IMG, BBOX, CATEGORY_CLOTH, CATEGORY_IMG, PARTITION
-from embedder.sample_catalog import COLOURS, GARMENTS, write_sample_catalog
-from embedder.sample_drawing import SLEEVE_WORDS
+from embedder.catalogs.deepfashion import ATTR_CLOTH, ATTR_IMG, BBOX, CATEGORY_CLOTH, CATEGORY_IMG, PARTITION
+from embedder.catalogs.sample_deepfashion import COLOURS, GARMENTS, write_sample_catalog
+from embedder.catalogs.sample_drawing import SLEEVE_WORDS
 
 FILES = (CATEGORY_CLOTH, CATEGORY_IMG, BBOX, PARTITION, ATTR_CLOTH, ATTR_IMG)
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from embedder.losses import NormalizedSoftmaxLoss, TripletLoss, batch_hard_triplets, semi_hard_triplets
-from embedder.sampler import PKSampler
+from embedder.training.losses import NormalizedSoftmaxLoss, TripletLoss, batch_hard_triplets, semi_hard_triplets
+from embedder.training.sampler import PKSampler
 
 
 def test_pk_batches_have_p_classes_of_k_images():

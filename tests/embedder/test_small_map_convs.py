@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embedder.model import EmbeddingNet
-from embedder.small_map_convs import SmallMapConv2d, use_small_map_convs
+from embedder.training.small_map_convs import SmallMapConv2d, use_small_map_convs
 
 
 def _pair(conv_args: dict, input_shape: tuple[int, ...], seed: int = 0):

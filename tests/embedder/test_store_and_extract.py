@@ -4,11 +4,11 @@ import h5py
 import numpy as np
 import pytest
 
-import embedder.extract as extract
+import embedder.inference.extract as extract
 from config import EmbedderConfig
 from embedder.checkpoint import provide_embedder
-from embedder.extract import embed_catalog, embeddings_attributes
-from embedder.store import FORMAT
+from embedder.inference.extract import embed_catalog, embeddings_attributes
+from embedder.inference.partial_embeddings import FORMAT
 from tests.conftest import ColourCatalog
 
 
@@ -88,7 +88,7 @@ class AttributedColours(ColourCatalog):
         return {"shade": "dark"}
 
     def item_attributes(self):
-        from embedder.catalog import ItemAttributes
+        from embedder.catalogs.base import ItemAttributes
 
         values = np.array([[1 if row % 2 else -1, 0] for row in range(len(self.items))], dtype=np.int8)
         return ItemAttributes(["odd", "unknown"], ["style", "style"], values)

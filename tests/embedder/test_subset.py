@@ -6,7 +6,7 @@ import pytest
 
 from config import ConfigError, load_config
 from embedder.catalogs import open_catalog
-from embedder.subset import CatalogSlice, limit_catalog
+from embedder.catalogs.subset import CatalogSlice, limit_catalog
 from tests.conftest import ColourCatalog
 from tests.embedder.conftest import write_fashion_mnist
 

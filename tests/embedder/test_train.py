@@ -1,18 +1,18 @@
 import csv
-import math
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 import torch
 
-import embedder.train as training
+import embedder.training.loop as training
 from config import Config, EmbedderConfig, TrainConfig
 from embedder.checkpoint import load_checkpoint
-from embedder.extract import embed_pil_images
-from embedder.training_state import same_run
+from embedder.inference.extract import embed_pil_images
+from embedder.training.state import same_run
 from embedder.transforms import build_transform
-from indexer.evaluation import knn_top1
+from indexer.evaluation.protocol import knn_top1
 from tests.conftest import ColourCatalog
 
 
@@ -35,7 +35,7 @@ def test_learning_rate_warms_up_then_decays_by_steps_or_time():
 
 
 def test_cpu_training_computes_the_small_maps_as_products_and_other_devices_do_not():
-    from embedder.small_map_convs import SmallMapConv2d
+    from embedder.training.small_map_convs import SmallMapConv2d
 
     config = small_config(".")
     convolutions = [m for m in training.build_trainee(config, 3, "cpu").model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -65,7 +65,7 @@ def test_the_optimiser_updates_in_one_fused_kernel_where_torch_has_one(optimizer
 
 
 def test_the_curve_zooms_the_accuracy_axis_onto_the_validations():
-    from embedder.training_state import accuracy_axis_range
+    from embedder.training.state import accuracy_axis_range
 
     assert accuracy_axis_range([0.872, 0.919, 0.917]) == pytest.approx((0.822, 1.0))
     assert accuracy_axis_range([0.02, 0.3]) == (0.0, 1.0)

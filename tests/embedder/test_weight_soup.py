@@ -3,11 +3,16 @@ import dataclasses
 import pytest
 import torch
 
-from embedder.checkpoint import CheckpointError, catalog_preprocessing, load_checkpoint, read_checkpoint, save_checkpoint
+from embedder.checkpoint import (
+    CheckpointError,
+    catalog_preprocessing,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from embedder.model import EmbeddingNet
-from embedder.soup import check_output, make_soup
-from embedder.weight_soup import average_checkpoints, recalibrate_batchnorm
-from indexer.evaluation import knn_top1
+from embedder.training.soup import average_checkpoints, check_output, make_soup, recalibrate_batchnorm
+from indexer.evaluation.protocol import knn_top1
 from tests.conftest import ColourCatalog
 from tests.embedder.test_train import small_config
 

@@ -9,10 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-from embedder.vocabulary import tokenize as vocabulary_tokenize
-from indexer.attribute_voting import precision_at_n, top_attributes, vote_attributes
-from indexer.caption_evaluation import caption_table, evaluate_captions, write_caption_report
-from indexer.caption_metrics import (
+from embedder.captioner.vocabulary import tokenize as vocabulary_tokenize
+from indexer.captions.attribute_voting import precision_at_n, top_attributes, vote_attributes
+from indexer.captions.consensus import TitleGrams, consensus_captions, consensus_choice, title_similarity
+from indexer.captions.evaluation import caption_table, evaluate_captions, write_caption_report
+from indexer.captions.metrics import (
     caption_scores,
     category_word_hits,
     colour_word_hits,
@@ -20,9 +21,8 @@ from indexer.caption_metrics import (
     mentions,
     tokenize,
 )
-from indexer.consensus import TitleGrams, consensus_captions, consensus_choice, title_similarity
 from indexer.embeddings_file import EmbeddingsFileError, read_embeddings
-from indexer.evaluation import EvaluationError
+from indexer.evaluation.protocol import EvaluationError
 from tests.indexer.conftest import unit_rows, write_embeddings
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from indexer import class_nearest
-from indexer.class_nearest import nearest_by_class
+from indexer.evaluation.class_nearest import nearest_by_class
 from indexer.knn import rank_classes
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.drilldown import class_confusions, class_failures, class_index, worst_classes
-from indexer.evaluation import evaluate_knn
-from indexer.failure_strips import failure_strip
+from indexer.evaluation.drilldown import class_confusions, class_failures, class_index, worst_classes
+from indexer.evaluation.protocol import evaluate_knn
+from indexer.report.failure_strips import failure_strip
 from tests.indexer.test_evaluation import tiny  # noqa: F401 - the hand-made catalog of known answers
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from indexer.embeddings_file import read_embeddings
-from indexer.evaluation import EvaluationError, evaluate_knn, query_neighbours
+from indexer.evaluation.protocol import EvaluationError, evaluate_knn, query_neighbours
 from indexer.knn import EPSILON
 from tests.indexer.conftest import write_embeddings
 

@@ -11,8 +11,8 @@ import pytest
 
 from config import EvaluateConfig, IndexConfig
 from indexer.embeddings_file import read_embeddings
-from indexer.knn_report import rerun_evaluation, write_knn_report
-from indexer.report_files import ReportFileError, latest_report, new_report_directory, read_report
+from indexer.report.files import ReportFileError, latest_report, new_report_directory, read_report
+from indexer.report.run import rerun_evaluation, write_knn_report
 from tests.indexer.conftest import unit_rows, write_embeddings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from indexer import map_at_r as module
-from indexer.map_at_r import map_at_r_per_query
+from indexer.evaluation.map_at_r import map_at_r_per_query
 from tests.indexer.conftest import unit_rows
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from indexer.embeddings_file import read_embeddings
-from indexer.evaluation import evaluate_knn
-from indexer.report import evaluation_table, write_evaluation
+from indexer.evaluation.protocol import evaluate_knn
+from indexer.report.text import evaluation_table, write_evaluation
 from tests.indexer.conftest import unit_rows, write_embeddings
 
 NAMES = ["T-shirt/top", "Trouser", "Bag|Case", "Ankle boot"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.report_compare import compare_reports, comparison_markdown, comparison_table
+from indexer.report.compare import compare_reports, comparison_markdown, comparison_table
 
 
 def report(k, shirt_top1, bag_top1, extra_class=None, **protocol):

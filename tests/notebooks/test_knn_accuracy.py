@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from click.testing import CliRunner
 
-from embedder.sample_catalog import write_sample_catalog
+from embedder.catalogs.sample_deepfashion import write_sample_catalog
 from manage import cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from embedder.sample_catalog import write_sample_catalog
+from embedder.catalogs.sample_deepfashion import write_sample_catalog
 from manage import cli
 
 

@@ -131,7 +131,7 @@ def test_concurrent_searches_through_micro_batches_match_one_at_a_time(make_engi
     """Queries that share a model pass and an index scan get what they would have got alone, pages and filters too."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from search_app.query_search import QueryEmbedder
+    from search_app.batching import QueryEmbedder
 
     batches: list[int] = []
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+import embedder.inference.network as inference
 from config import load_config
 from embedder.catalogs import open_catalog
-import embedder.inference as inference
-from embedder.inference import resolve_runtime
+from embedder.inference.network import resolve_runtime
 from search_app.engine import SearchEngine
 
 
@@ -68,7 +68,7 @@ def test_the_web_app_embeds_small_images_with_onnx_runtime_where_bf16_is_native(
 def test_lone_queries_of_large_images_run_in_fp32_and_batches_in_bf16_where_bf16_is_native(sample_artifacts,
                                                                                            monkeypatch):
     # The sample catalog's 32 px stand in for large images: there a lone query ran faster on ONNX Runtime in
-    # fp32, a batch faster in bf16 (embedder.inference.FEW_QUERIES).
+    # fp32, a batch faster in bf16 (embedder.inference.network.FEW_QUERIES).
     monkeypatch.setattr(inference, "native_bfloat16", lambda: True)
     monkeypatch.setattr(inference, "SMALL_QUERY_IMAGES", 16)
     config = config_of(sample_artifacts, "auto", precision="auto")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search_app.query_search import QueryEmbedder, QuerySearcher
+from search_app.batching import QueryEmbedder, QuerySearcher
 
 DIMENSION = 8
 

@@ -1,0 +1,1 @@
+"""The GRU caption annotator: its vocabulary, model and training on stored embeddings."""

@@ -1,0 +1,63 @@
+"""The embedding half of build-index: catalog and embedder in, embeddings.h5 out (reused when current)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import h5py
+
+from config import Config
+from embedder.catalogs import open_catalog
+from embedder.checkpoint import provide_embedder
+from embedder.inference.extract import ExtractionReport, embed_catalog, embeddings_attributes, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
+    """Make ``<artifacts>/embeddings.h5`` for the configured catalog, unless an up-to-date one exists."""
+    artifacts = config.artifacts
+    artifacts.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.embedder.device)
+    catalog = open_catalog(config.catalog, config.paths.downloads)
+    log.info("Catalog %s at %s: %d items, %d classes", catalog.kind, catalog.root, len(catalog), len(catalog.class_names))
+    embedder = provide_embedder(config.embedder, catalog, artifacts, device)
+    output = config.paths.embeddings
+    attributes = embeddings_attributes(catalog, embedder, config.catalog.subset, config.embedder.mirror_average)
+    if not force and is_current(output, attributes, len(catalog)):
+        log.info("%s is up to date; reusing it (build-index --force rebuilds)", output)
+        with h5py.File(output, "r") as handle:
+            embedded = handle["embeddings"].shape[0]
+        return ExtractionReport(len(catalog), embedded, device=device, reused=True, rejected=catalog.rejected)
+    if force:
+        output.with_name(output.name + ".partial").unlink(missing_ok=True)
+    return embed_catalog(
+        catalog,
+        embedder,
+        output,
+        attributes,
+        batch_size=config.embedder.batch_size,
+        workers=config.embedder.workers,
+        device=device,
+        precision=config.embedder.precision,
+        compile_model=config.embedder.compile,
+        runtime=config.embedder.runtime,
+    )
+
+
+def is_current(path: Path, attributes: dict, catalog_items: int) -> bool:
+    """Whether an existing embeddings file was made by this model from this very catalog."""
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as handle:
+            stored = dict(handle.attrs)
+            rows = handle["embeddings"].shape[0]
+    except (OSError, KeyError):
+        return False
+    same = all(stored.get(key) == attributes[key] for key in ("checkpoint_sha256", "catalog_kind", "catalog_root", "catalog_subset"))
+    # Files from before catalog options and mirror averaging existed were made with neither.
+    same = same and stored.get("catalog_options", "{}") == attributes.get("catalog_options", "{}")
+    same = same and bool(stored.get("mirror_average", False)) == attributes["mirror_average"]
+    return same and rows + int(stored.get("skipped", 0)) == catalog_items
+

@@ -1,0 +1,1 @@
+"""Training the embedder: P×K batches, triplet and classification losses, augmentation, the loop, weight soups."""

@@ -1,0 +1,1 @@
+"""Captions from the neighbours: title consensus, attribute votes, and caption metrics."""
