@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer import class_nearest
+from indexer.evaluation import class_nearest
 from indexer.evaluation.class_nearest import nearest_by_class
 from indexer.knn import rank_classes
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from indexer import map_at_r as module
+from indexer.evaluation import map_at_r as module
 from indexer.evaluation.map_at_r import map_at_r_per_query
 from tests.indexer.conftest import unit_rows
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from indexer import metrics
+from indexer.evaluation import metrics
 
 # Three queries of classes 0, 1, 2; their five nearest neighbours' classes, nearest first (-1: none).
 NEIGHBOURS = np.array([
