@@ -44,7 +44,10 @@ def parse_search(request: Request, engine: SearchEngine, default_k: int, max_pix
     """The search a request asks for: 400 (or 413 for too big an image, 404 for an unknown item) if it is unusable."""
     image_body = is_image_body(request)
     if request.is_json:
-        fields = request.get_json(silent=True)
+        try:
+            fields = request.get_json(silent=True)
+        except RecursionError:  # nested deeper than the parser recurses; silent covers only malformed JSON
+            fields = None
         if not isinstance(fields, dict):
             abort(400, 'the JSON body must be an object such as {"item_id": "...", "k": 12}')
         unknown = sorted(set(fields) - set(JSON_KEYS))

@@ -174,7 +174,8 @@ def _matrix_blocks(path: Path) -> Iterator[tuple[int, list[tuple[int, str, bytes
     with handle:
         head = [handle.readline(), handle.readline()]
         try:
-            lines = [line.decode("utf-8") for line in head]
+            # utf-8-sig reads past a byte-order mark, as read_annotation does for the other files.
+            lines = [head[0].decode("utf-8-sig"), head[1].decode("utf-8")]
         except UnicodeDecodeError:
             raise CatalogError(f"{path}, line 1: not UTF-8 text; is this an annotation file?") from None
         count, _ = _preamble(path, lines)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def read_idx(path: Path, dimensions: int) -> np.ndarray:
             data = handle.read()
     except FileNotFoundError:
         raise CatalogError(f"{path}: the file is missing") from None
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:  # zlib.error: a damaged deflate stream is no OSError
         raise CatalogError(f"{path}: cannot be read ({error}); download it again") from None
     header = 4 + 4 * dimensions
     magic = bytes([0, 0, IDX_UBYTE, dimensions])

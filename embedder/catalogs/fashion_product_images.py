@@ -153,7 +153,7 @@ def _parse_row(line: str, number: int) -> Style | str:
     year_text = named["year"]
     try:
         year = int(float(year_text)) if year_text else None  # some exports write 2012.0
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf" and "1e999" are floats but no whole number
         return f"year should be a number, found {year_text[:40]!r}"
     return Style(product_id, named, year, number)
 

@@ -91,6 +91,13 @@ def signs_file(tmp_path, rows, header="image_name  attribute_labels", count=None
     return write(tmp_path, text, "list_attr_img.txt")
 
 
+def test_a_byte_order_mark_is_read_past_in_every_annotation_file(tmp_path):
+    table = write(tmp_path, "\ufeff1\nimage_name  x_1  y_1  x_2  y_2\nimg/a.jpg 1 2 3 4\n")
+    assert read_annotation(table, 5, (1, 2, 3, 4)).rows == [("img/a.jpg", 1, 2, 3, 4)]
+    signs = write(tmp_path, "\ufeff2\nheader\nimg/a.jpg -1 1\nimg/b.jpg 1 0\n", "list_attr_img.txt")
+    assert read_sign_matrix(signs, 2, ["img/b.jpg", "img/a.jpg"]).tolist() == [[1, 0], [-1, 1]]
+
+
 def test_sign_matrix_in_requested_order(tmp_path):
     path = signs_file(tmp_path, ["img/a.jpg   -1 1 0", "img/b.jpg\t1  -1\t-1 ", "img/c.jpg 0 0 1"], newline="\r\n")
     matrix = read_sign_matrix(path, 3, ["img/c.jpg", "img/a.jpg"])

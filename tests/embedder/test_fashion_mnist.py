@@ -76,6 +76,15 @@ def test_damaged_gzip_names_the_file(tmp_path):
         read_idx(path, dimensions=1)
 
 
+def test_corrupt_compressed_data_names_the_file(tmp_path):
+    path = write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.random.default_rng(0).integers(0, 256, (50, 28, 28)))
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF  # the first deflate block's header: zlib.error, which is not an OSError
+    path.write_bytes(bytes(data))
+    with pytest.raises(CatalogError, match=r"train-images-idx3-ubyte\.gz: cannot be read"):
+        read_idx(path, dimensions=3)
+
+
 def test_labels_and_images_must_agree(tmp_path):
     root = write_fashion_mnist(tmp_path / "fm")
     write_idx(root / "t10k-labels-idx1-ubyte.gz", np.arange(4))

@@ -132,3 +132,16 @@ def test_sample_products_are_deterministic(tmp_path):
     assert sorted(p.name for p in (first / "images").iterdir()) == sorted(p.name for p in (again / "images").iterdir())
     with pytest.raises(ValueError, match="at least 1"):
         write_sample_products(tmp_path / "c", 0)
+
+
+@pytest.mark.parametrize("year", ["inf", "1e999", "-inf", "nan"])
+def test_a_year_that_is_no_whole_number_skips_its_row_not_the_build(tmp_path, year):
+    root = write_styles(
+        tmp_path,
+        "1,Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Blue Shirt",
+        f"2,Men,Apparel,Topwear,Shirts,Blue,Summer,{year},Casual,Shirt",
+        images=(1, 2),
+    )
+    catalog = FashionProductImagesCatalog(root)
+    assert [item.item_id for item in catalog.items] == ["1"]
+    assert catalog.rejected == [f"{root / STYLES}, line 3: year should be a number, found {year!r}"]

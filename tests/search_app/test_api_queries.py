@@ -150,9 +150,13 @@ def test_unknown_items_and_path_tricks_are_json_404s(client, catalog_images, ite
          "the JSON body must be an object"),
         (lambda c: c.post("/api/search", data="{not json", content_type="application/json"), 400,
          "the JSON body must be an object"),
+        # Nested deeper than Python's parser recurses: a 400, not the RecursionError's 500.
+        (lambda c: c.post("/api/search", data="[" * 100_000, content_type="application/json"), 400,
+         "the JSON body must be an object"),
     ],
     ids=["unknown item", "number id", "empty id", "long id", "no item_id", "unknown field", "k 0", "k true",
-         "negative offset", "offset too deep", "unknown category", "number category", "JSON list", "broken JSON"],
+         "negative offset", "offset too deep", "unknown category", "number category", "JSON list", "broken JSON",
+         "deeply nested JSON"],
 )
 def test_bad_json_searches_are_clear_json_errors(client, catalog_images, send, status, message):
     response = send(client)
