@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from indexer.knn import knn_vote, top_classes
 from search_app.batching import Found, QueryEmbedder, QuerySearcher
 from search_app.captioning import CaptionMaker
 from search_app.filtering import CategorySearch, without_row
-from search_app.items import ItemTable, display_image, encode_jpeg
+from search_app.items import ENCODED_IMAGES_KEPT, ItemImageUnavailable, ItemTable, display_image, encode_jpeg
 from search_app.results import Neighbour, Prediction, SearchResult
 
 if TYPE_CHECKING:
@@ -216,8 +217,22 @@ class SearchEngine:
         return self.items.describe(self.row_of(item_id), self.class_names)
 
     def item_image_jpeg(self, item_id: str) -> bytes:
-        """The JPEG of a catalog item, sized for the page; KeyError for unknown ids."""
-        return encode_jpeg(display_image(self.load_item_image(self.row_of(item_id))))
+        """The JPEG of a catalog item, sized for the page; KeyError for unknown ids, ItemImageUnavailable for
+        an image that cannot be read now. Kept once encoded: decoding and encoding each time burns CPU."""
+        return self._encoded_image(self.row_of(item_id))
+
+    @functools.cached_property
+    def _encoded_image(self) -> Callable[[int], bytes]:
+        @functools.lru_cache(maxsize=ENCODED_IMAGES_KEPT)
+        def encoded(row: int) -> bytes:
+            try:
+                image = self.load_item_image(row)
+            except (OSError, RuntimeError) as error:  # the catalog's image errors; failures are not kept
+                item_id = str(self.items.item_id[row])
+                log.warning("the image of catalog item %r cannot be read: %s", item_id, error)
+                raise ItemImageUnavailable(f"the image of catalog item {item_id!r} cannot be read") from error
+            return encode_jpeg(display_image(image))
+        return encoded
 
     def health(self) -> dict[str, Any]:
         """What a monitor needs to know: is everything loaded, and what is being served."""

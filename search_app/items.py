@@ -15,6 +15,12 @@ from indexer.embeddings_file import EmbeddingsFile
 MIN_IMAGE_SIDE = 160
 MAX_IMAGE_SIDE = 640
 JPEG_QUALITY = 88
+# Encoded item images kept per process: each is a few tens of KB, and the same results come back page after page.
+ENCODED_IMAGES_KEPT = 2048
+
+
+class ItemImageUnavailable(LookupError):
+    """A catalog item whose image file is gone or unreadable since the index was built."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from config import Config
 from search_app.engine import SearchEngine
+from search_app.items import ItemImageUnavailable
 from search_app.query import MAX_K, SearchQuery, parse_category, parse_search, parse_whole, require_item
 from search_app.uploads import UploadError, drain_refused_body, oversized_body_allowance, preview_data_url
 
@@ -76,6 +77,8 @@ def item_image_response(item_id: str) -> Response:
     """The JPEG response for a catalog item, cacheable; 404 for unknown ids."""
     try:
         data = current_engine().item_image_jpeg(item_id)
+    except ItemImageUnavailable as error:
+        abort(404, str(error))
     except KeyError:
         abort(404, f"no catalog item has the id {item_id!r}")
     response = Response(data, mimetype="image/jpeg")

@@ -123,14 +123,21 @@ def read_sign_matrix(path: Path, width: int, names: Sequence[str]) -> np.ndarray
         raise ValueError("read_sign_matrix: the names must be unique")
     matrix = np.zeros((len(wanted), width), dtype=np.int8)
     found = np.zeros(len(wanted), dtype=bool)
+    first_line = np.zeros(len(wanted), dtype=np.int64)  # where each wanted row was read, to name a repeat
     rows = 0
     for count, block in _matrix_blocks(path):
         values = _parse_signs(path, block, width)
         rows += len(block)
         positions = np.array([wanted.get(name, -1) for _, name, _ in block], dtype=np.int64)
         keep = positions >= 0
+        # A repeated row would silently overwrite the first one's values.
+        for (number, name, _), position in zip(block, positions):
+            if position >= 0:
+                if found[position]:
+                    raise CatalogError(f"{path}, line {number}: {name} is listed again (first at line "
+                                       f"{first_line[position]}); the file is damaged: download it again")
+                found[position], first_line[position] = True, number
         matrix[positions[keep]] = values[keep]
-        found[positions[keep]] = True
     _check_count(path, count, rows)
     if not found.all():
         missing = [name for name, position in wanted.items() if not found[position]]

@@ -223,6 +223,12 @@ def _check_listed(listed: Annotation, categories: int) -> None:
         raise CatalogError(
             f"{listed.where(row)}: category_label {labels[row]} is not a row of {CATEGORY_CLOTH} (1..{categories})"
         )
+    for row, name in enumerate(names):
+        # Images are opened as root / name: a name must not lead out of the catalog's folder.
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or "\\" in name or ".." in parts:
+            raise CatalogError(f"{listed.where(row)}: image name {name[:80]!r} must be a path inside the catalog "
+                               "(relative, without '..' or backslashes)")
     _check_unique(listed)
 
 

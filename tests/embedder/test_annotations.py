@@ -98,6 +98,14 @@ def test_a_byte_order_mark_is_read_past_in_every_annotation_file(tmp_path):
     assert read_sign_matrix(signs, 2, ["img/b.jpg", "img/a.jpg"]).tolist() == [[1, 0], [-1, 1]]
 
 
+@pytest.mark.parametrize("block_lines", [1000, 1])  # twice within one block, and across blocks
+def test_an_image_listed_twice_in_the_sign_matrix_names_the_second_line(tmp_path, monkeypatch, block_lines):
+    monkeypatch.setattr(annotations, "MATRIX_BLOCK_LINES", block_lines)
+    path = signs_file(tmp_path, ["img/a.jpg -1 1", "img/b.jpg 1 0", "img/a.jpg 1 1"])
+    with pytest.raises(CatalogError, match=r"list_attr_img\.txt, line 5: img/a\.jpg is listed again \(first at line 3\)"):
+        read_sign_matrix(path, 2, ["img/a.jpg", "img/b.jpg"])
+
+
 def test_sign_matrix_in_requested_order(tmp_path):
     path = signs_file(tmp_path, ["img/a.jpg   -1 1 0", "img/b.jpg\t1  -1\t-1 ", "img/c.jpg 0 0 1"], newline="\r\n")
     matrix = read_sign_matrix(path, 3, ["img/c.jpg", "img/a.jpg"])

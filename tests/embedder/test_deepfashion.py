@@ -111,6 +111,17 @@ def test_open_image_crops_to_the_box(sample_catalog_root):
         assert np.array_equal(np.asarray(image), np.asarray(expected))
 
 
+@pytest.mark.parametrize("name", ["../../etc/passwd", "img/../../secret.jpg", "/etc/passwd", "img\\..\\x.jpg"])
+def test_image_names_that_leave_the_catalog_root_are_refused_naming_the_line(sample_catalog_copy, name):
+    def replace_first(rows):
+        first = rows[0].split()
+        return [f"{name}  {first[-1]}", *rows[1:]]
+
+    rewrite_rows(sample_catalog_copy / CATEGORY_IMG, replace_first)
+    with pytest.raises(CatalogError, match=rf"{CATEGORY_IMG}, line 3: image name .* must be a path inside the catalog"):
+        DeepFashionCatalog(sample_catalog_copy, "all")
+
+
 def test_clamp_box():
     assert clamp_box((10, 20, 90, 80), 100, 100) == (10, 20, 90, 80)
     assert clamp_box((-5, -7, 150, 80), 100, 90) == (0, 0, 100, 80)

@@ -117,6 +117,24 @@ def test_items_are_described_and_their_images_served(client):
     assert Image.open(io.BytesIO(image.data)).format == "JPEG"
 
 
+def test_item_images_are_encoded_once_and_a_vanished_image_is_a_404(client, engine):
+    opened = []
+    load = engine.load_item_image
+    engine.load_item_image = lambda row: opened.append(row) or load(row)
+    first, again = client.get("/api/items/purple-03/image"), client.get("/api/items/purple-03/image")
+    assert first.status_code == again.status_code == 200 and first.data == again.data
+    assert len(opened) == 1  # the second answer came from the cache of encoded images
+
+    def vanished(row):
+        raise OSError("No such file or directory: img/teal-02.jpg")
+
+    engine.load_item_image = vanished
+    response = client.get("/api/items/teal-02/image")
+    assert response.status_code == 404 and response.mimetype == "application/json"
+    assert "the image of catalog item 'teal-02' cannot be read" in response.get_json()["error"]
+    assert client.get("/api/items/purple-03/image").status_code == 200  # cached, still served
+
+
 @pytest.mark.parametrize("suffix", ["", "/image"])
 @pytest.mark.parametrize("item_id", ["nope", "..%2F..%2Fconfig.py", "%2e%2e", "blue-03%00", "..%5cconfig.py",
                                      "red-00%20"])
