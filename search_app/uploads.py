@@ -16,6 +16,9 @@ from werkzeug.datastructures import FileStorage
 log = logging.getLogger(__name__)
 
 ACCEPTED = "JPEG, PNG, GIF, WebP or BMP"
+# The only decoders an upload reaches (JPEG's covers the MPO files of phones that store several pictures):
+# every other format Pillow reads is more code facing the internet, and EPS would run Ghostscript.
+DECODED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
 # Big JPEGs are decoded at 1/2, 1/4 or 1/8 scale, keeping at least this many pixels a side:
 # faster and lighter, and the embedder looks at a few hundred pixels anyway.
 DECODE_SIDE = 1024
@@ -124,7 +127,8 @@ def read_image_body(data: bytes, filename: str, mimetype: str, max_pixels: int, 
 def decode_image(data: bytes, name: str, max_pixels: int, mimetype: str = "", crop: Crop | None = None) -> Image.Image:
     """Decode image bytes into an upright RGB image, cropped if asked, refusing images of more than max_pixels."""
     try:
-        image = Image.open(io.BytesIO(data))
+        Image.init()  # registers every decoder, WebP's too, for formats= to choose among (once; then a no-op)
+        image = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # Raised by Pillow's own, looser limit (the warning only where warnings are errors).
         raise _too_many_pixels(name, None, max_pixels) from None

@@ -125,6 +125,21 @@ def test_missing_and_non_image_uploads_are_400(upload, message):
     assert message in caught.value.message
 
 
+@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PPM", "TGA", "PCX"])
+def test_formats_the_page_does_not_accept_are_not_decoded(fmt):
+    # Pillow reads these (and PSD, EPS through Ghostscript where installed); the page accepts only its list.
+    with pytest.raises(UploadError) as caught:
+        decode_image(encode(Image.new("RGB", (32, 32), (40, 90, 160)), fmt), f"photo.{fmt.lower()}", LIMIT)
+    assert caught.value.status == 400 and "upload a JPEG, PNG, GIF, WebP or BMP file" in caught.value.message
+
+
+def test_a_phone_jpeg_with_several_pictures_still_decodes():
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(buffer, "MPO", save_all=True,
+                                           append_images=[Image.new("RGB", (40, 30), "blue")])
+    assert decode_image(buffer.getvalue(), "phone.jpg", LIMIT).size == (40, 30)
+
+
 def test_a_truncated_jpeg_is_400_and_says_so():
     rng = np.random.default_rng(0)
     noise = Image.fromarray(rng.integers(0, 255, size=(200, 200, 3), dtype=np.uint8))
