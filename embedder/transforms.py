@@ -40,17 +40,28 @@ class Preprocessing:
         return cls(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
 
 
-class PadToSquare:
-    """Letterbox an image to a square so the whole garment stays in view, undistorted."""
+# A letterboxed image is first shrunk to at most this many times the network's input size: padding a
+# thin strip to a square of its long side would otherwise allocate that square (side² pixels).
+PAD_SIDE_LIMIT = 4
 
-    def __init__(self, fill: tuple[int, ...]) -> None:
-        self.fill = fill
+
+class PadToSquare:
+    """Letterbox an image to a square so the whole garment stays in view, undistorted; with ``longest``,
+    an image whose long side is over it is first shrunk to it (keeping its aspect), bounding the square."""
+
+    def __init__(self, fill: tuple[int, ...], longest: int | None = None) -> None:
+        self.fill, self.longest = fill, longest
 
     def __call__(self, image: Image.Image) -> Image.Image:
         width, height = image.size
         if width == height:
             return image
         side = max(width, height)
+        if self.longest is not None and side > self.longest:
+            scale = self.longest / side
+            image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR,
+                                 reducing_gap=2.0)
+            side = self.longest
         return ImageOps.pad(image, (side, side), color=self.fill, centering=(0.5, 0.5))
 
 
@@ -94,7 +105,7 @@ def _pil_steps(preprocessing: Preprocessing) -> list[Callable]:
         return [to_gray, *resize, to_rgb]
     steps: list[Callable] = [to_gray3 if preprocessing.grayscale else to_rgb]
     if preprocessing.resize == "pad":
-        steps += [PadToSquare(fill), T.Resize((size, size), antialias=True)]
+        steps += [PadToSquare(fill, PAD_SIDE_LIMIT * size), T.Resize((size, size), antialias=True)]
     elif preprocessing.resize == "squash":
         steps += [T.Resize((size, size), antialias=True)]
     else:

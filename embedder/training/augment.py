@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from embedder.transforms import PadToSquare, Preprocessing, to_gray3, to_rgb, to_uint8_tensor
+from embedder.transforms import PAD_SIDE_LIMIT, PadToSquare, Preprocessing, to_gray3, to_rgb, to_uint8_tensor
 
 PRESETS = ("none", "fashion-mnist", "photo")
 
@@ -26,7 +26,7 @@ def training_pixels(preset: str, preprocessing: Preprocessing) -> Callable[[Imag
     fill = tuple(round(255 * m) for m in preprocessing.mean)
     steps: list[Callable] = [to_gray3 if preprocessing.grayscale else to_rgb]
     if preprocessing.resize == "pad":
-        steps.append(PadToSquare(fill))
+        steps.append(PadToSquare(fill, PAD_SIDE_LIMIT * size))
     if preset == "none":
         steps.append(T.Resize((size, size), antialias=True))
     elif preset == "fashion-mnist":

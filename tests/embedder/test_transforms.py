@@ -60,3 +60,28 @@ def test_gray_catalogs_resize_one_channel_with_the_same_result_as_three():
     three_channels = T.Compose([to_gray3, T.Resize((32, 32), antialias=True), T.ToTensor(),
                                 T.Normalize(preprocessing.mean, preprocessing.std)])
     assert torch.equal(build_transform(preprocessing)(image), three_channels(image))
+
+
+def test_an_absurdly_long_image_is_letterboxed_within_bounded_memory(tmp_path):
+    """A 100 × 390,000 PNG is under the upload's pixel limit, but padded to a square of its long side it
+    would need 456 GB: the transform must shrink it first. Run where the address space allows ~1.5 GB more."""
+    import subprocess
+    import sys
+
+    script = """
+import resource, re
+from PIL import Image
+from embedder.transforms import Preprocessing, build_pixel_transform
+transform = build_pixel_transform(Preprocessing(224))
+image = Image.new("L", (100, 390_000), 200).convert("RGB")
+size = int(re.search(r"VmSize:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 1536 * 2**20, resource.RLIM_INFINITY))
+pixels = transform(image)
+print(tuple(pixels.shape), int(pixels[:, :, 112].float().mean()), int(pixels[:, 112, :3].float().mean()))
+"""
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    shape, garment, border = child.stdout.split(") ")[0] + ")", *child.stdout.split(") ")[1].split()
+    assert shape == "(3, 224, 224)"
+    # The strip (far thinner than a pixel now) still lightens the middle column over the mean-colour border.
+    assert int(garment) > int(border)
