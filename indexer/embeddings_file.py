@@ -132,8 +132,25 @@ def read_embeddings(path: str | Path) -> EmbeddingsFile:
             f"{attrs['embedding_size']}",
         )
     _check_columns(path, columns, label, len(attrs["class_names"]))
+    _check_unit_rows(path, vectors, columns["item_id"])
     log.info("read %d embeddings of dimension %d from %s", count, vectors.shape[1], path)
     return EmbeddingsFile(source=path, embeddings=vectors, label=label, **columns, **attrs)
+
+
+# How far a stored vector's length may be from 1: float32 rounding of a normalised vector is far below it.
+UNIT_TOLERANCE = 1e-3
+
+
+def _check_unit_rows(path: Path, vectors: np.ndarray, item_ids: np.ndarray) -> None:
+    """Every row a unit vector, as the embedder writes them: a row of zeros (vectors that never reached the
+    disk before a crash) or of NaNs would otherwise be indexed and found, silently."""
+    for start in range(0, len(vectors), 65536):  # bounded temporary memory for large catalogs
+        norms = np.linalg.norm(vectors[start:start + 65536], axis=1)
+        bad = np.flatnonzero(~(np.abs(norms - 1) <= UNIT_TOLERANCE))
+        if len(bad):
+            row = start + int(bad[0])
+            raise _error(path, f"row {row} ({item_ids[row]}) is not a unit vector (length {norms[bad[0]]:.4g}); "
+                               f"{len(bad)} such row(s) in rows {start}-{start + len(norms) - 1}")
 
 
 def _error(path: Path, problem: str) -> EmbeddingsFileError:

@@ -47,6 +47,21 @@ class PartialEmbeddings:
         self.identity = json.dumps(identity, sort_keys=True)
         self.file = self._open_or_create(count, dimension)
         self.status = self.file["status"][:]
+        self._recheck_embedded_rows()
+
+    def _recheck_embedded_rows(self) -> None:
+        """Rows marked embedded whose vector is not a unit vector (zeros: it never reached the disk before
+        a crash) go back to pending, to be embedded again rather than indexed as they are."""
+        done = np.flatnonzero(self.status == EMBEDDED)
+        for start in range(0, len(done), 65536):
+            rows = done[start:start + 65536]
+            norms = np.linalg.norm(self.file["embeddings"][rows], axis=1)
+            lost = rows[~(np.abs(norms - 1) <= 1e-3)]
+            if len(lost):
+                log.warning("%s: %d row(s) marked embedded hold no vector (first: row %d); embedding them again",
+                            self.path, len(lost), lost[0])
+                self.status[lost] = PENDING
+                self.file["status"][lost] = PENDING
 
     def _open_or_create(self, count: int, dimension: int) -> h5py.File:
         if self.path.exists():
@@ -89,6 +104,8 @@ class PartialEmbeddings:
         if failed.any():
             for row, error in zip(rows[failed], (e for e, f in zip(errors, failed) if f)):
                 self.file["error"][row] = error
+        # The vectors reach the file before the status that says they are there.
+        self.file.flush()
         status = np.where(failed, SKIPPED, EMBEDDED).astype(np.uint8)
         self.file["status"][rows] = status
         self.status[rows] = status

@@ -66,6 +66,32 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, smal
         assert list(a["item_id"][:]) == list(b["item_id"][:])
 
 
+def test_rows_marked_done_whose_vectors_never_reached_the_disk_are_embedded_again(tmp_path, small_embedder,
+                                                                                monkeypatch):
+    catalog = ColourCatalog(count=20)
+    run(catalog, small_embedder, tmp_path / "whole.h5")
+    real_embed, calls = extract.embed_batch, []
+
+    def dies_on_third_batch(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_embed(*args)
+
+    monkeypatch.setattr(extract, "embed_batch", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run(catalog, small_embedder, tmp_path / "resumed.h5")
+    # What a crash between the status and the vectors reaching the disk leaves: rows done, vectors of zeros.
+    with h5py.File(tmp_path / "resumed.h5.partial", "r+") as handle:
+        assert list(handle["status"][:8]) == [1] * 8
+        handle["embeddings"][2:4] = 0
+    monkeypatch.setattr(extract, "embed_batch", real_embed)
+    report = run(catalog, small_embedder, tmp_path / "resumed.h5")
+    assert report.resumed_rows == 6 and report.embedded == 20
+    with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "resumed.h5") as b:
+        np.testing.assert_allclose(a["embeddings"][:], b["embeddings"][:], atol=1e-6)
+
+
 def test_partial_file_of_another_model_is_not_resumed(tmp_path, small_embedder, monkeypatch):
     catalog = ColourCatalog(count=12)
     partial = tmp_path / "e.h5.partial"

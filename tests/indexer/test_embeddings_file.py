@@ -95,6 +95,16 @@ def test_dimension_differs_from_embedding_size(make_embeddings):
         read_embeddings(path)
 
 
+@pytest.mark.parametrize("row_value", [0.0, 2.0])  # NaN rows have their own check
+def test_a_row_that_is_not_a_unit_vector_is_refused(make_embeddings, row_value):
+    # Rows of zeros are what a crash leaves where vectors never reached the disk; they must not be indexed.
+    vectors = np.full((6, 8), np.sqrt(1 / 8), dtype=np.float32)
+    vectors[4] = row_value
+    path = make_embeddings("bad.h5", count=6, datasets={"embeddings": vectors})
+    with pytest.raises(EmbeddingsFileError, match=r"bad\.h5: row 4 \(item-0004\) is not a unit vector"):
+        read_embeddings(path)
+
+
 def test_label_outside_class_names(make_embeddings):
     path = make_embeddings("bad.h5", count=6, datasets={"label": np.array([0, 1, 2, 3, 0, 1], dtype=np.int32)})
     with pytest.raises(EmbeddingsFileError, match=r"bad\.h5: label of row 3 is 3, outside the 3 class_names"):
