@@ -148,13 +148,14 @@ def average_weights(config: Config, checkpoints: tuple[str, ...], output: str | 
 @command
 def build_index(config: Config, force: bool):
     """Embed every catalog image into embeddings.h5 and build the FAISS index over them."""
-    from embedder.inference.build import build_embeddings
+    from embedder.inference.build import build_embeddings, build_lock
     from indexer.index import build_index_file
 
-    extraction = build_embeddings(config, force=force)
-    index = build_index_file(config.paths.embeddings, config.paths.index, config.index)
-    report = {"embeddings": _as_dict(extraction), "index": _as_dict(index)}
-    _write_json(config.paths.build_report, report)
+    with build_lock(config.artifacts):
+        extraction = build_embeddings(config, force=force)
+        index = build_index_file(config.paths.embeddings, config.paths.index, config.index)
+        report = {"embeddings": _as_dict(extraction), "index": _as_dict(index)}
+        _write_json(config.paths.build_report, report)
     click.echo(_build_summary(extraction, index))
 
 

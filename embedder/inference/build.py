@@ -1,17 +1,53 @@
 """The embedding half of build-index: catalog and embedder in, embeddings.h5 out (reused when current)."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 
-from config import Config
+from config import Config, LookbookError
+
+try:
+    import fcntl
+except ImportError:  # Windows: builds there go unlocked
+    fcntl = None
 from embedder.catalogs import open_catalog
 from embedder.checkpoint import provide_embedder
 from embedder.inference.extract import ExtractionReport, embed_catalog, embeddings_attributes, resolve_device
 
 log = logging.getLogger(__name__)
+
+LOCK_NAME = ".build-index.lock"
+
+
+class BuildLockedError(LookbookError):
+    """Another build-index is writing the same artifacts."""
+
+
+@contextlib.contextmanager
+def build_lock(artifacts: Path) -> Iterator[None]:
+    """Held for a whole build-index over ``artifacts``: a second one stops and names the process that holds it,
+    rather than taking the first one's open partial file for a damaged one and deleting its work. An flock,
+    which the kernel releases when its holder dies, so a killed build never leaves the artifacts locked."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with open(artifacts / LOCK_NAME, "a+") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise BuildLockedError(f"another build-index (process {holder}) is writing {artifacts}; wait for "
+                                       "it to finish, or stop it and run build-index again (it resumes)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:

@@ -20,10 +20,12 @@ from embedder.catalogs import open_catalog
 from embedder.catalogs.base import Catalog
 from embedder.catalogs.dataset import CatalogImages
 from embedder.checkpoint import (
+    CheckpointError,
     catalog_preprocessing,
     create_embedder,
     is_lookbook_checkpoint,
     load_checkpoint,
+    read_checkpoint,
     save_checkpoint,
 )
 from embedder.inference.extract import embed_batch, resolve_device, resolve_workers
@@ -40,6 +42,7 @@ from embedder.training.state import (
     freeze_trunk,
     keep_frozen_batchnorm_still,
     load_state,
+    same_run,
     save_state,
     split_validation,
 )
@@ -189,6 +192,20 @@ class Validator:
 STOPPING_SETTINGS = ("early_stopping", "early_stopping_after")
 
 
+def earlier_best(checkpoint: Path, identity: dict) -> float:
+    """The validation kNN top-1 of the checkpoint an earlier run of the same settings and data kept, so that a
+    run starting over (its state lost, or `train --restart`) replaces it only by one as good; -1 otherwise."""
+    try:
+        training = read_checkpoint(checkpoint).get("training", {})
+    except CheckpointError:
+        return -1.0
+    if "val_top1" not in training or not same_run(training.get("identity"), identity, STOPPING_SETTINGS):
+        return -1.0
+    log.warning("%s holds an earlier run's best (validation kNN top-1 %.4f) with these settings; this run replaces "
+                "it only when it does as well", checkpoint, training["val_top1"])
+    return float(training["val_top1"])
+
+
 def run_identity(config: Config, catalog: Catalog) -> dict:
     """What must match for a saved training state to be resumed."""
     settings = {key: value for key, value in asdict(config.train).items() if key not in STOPPING_SETTINGS}
@@ -217,6 +234,8 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
     if restart:
         state_path.unlink(missing_ok=True)
     state = load_state(state_path, identity, modules, passed_over=STOPPING_SETTINGS) or TrainState()
+    if not state.step:
+        state.best_top1 = max(state.best_top1, earlier_best(config.paths.checkpoint, identity))
     if state.step:
         log.info("Resuming training at step %d (epoch %d, %.0f s done)", state.step, state.epoch, state.seconds)
     resumed_from, seconds_before = state.step, state.seconds
@@ -255,6 +274,7 @@ class TrainingLoop:
                  train_rows: np.ndarray, device: str, state: TrainState) -> None:
         self.config, self.train, self.trainee, self.state = config, config.train, trainee, state
         self.preprocessing, self.device = preprocessing, device
+        self.identity = run_identity(config, catalog)  # saved in each best checkpoint (earlier_best)
         labels = np.array([catalog.items[row].label for row in train_rows])
         p = min(self.train.classes_per_batch, len(np.unique(labels)))
         self.sampler = PKSampler(labels, p, self.train.images_per_class, seed=self.train.seed)
@@ -340,7 +360,8 @@ class TrainingLoop:
         if top1 >= state.best_top1:
             state.best_top1, state.best_step = top1, state.step
             save_checkpoint(best_path, self.trainee.model, self.preprocessing, self.trainee.origin,
-                            extra={"training": {"step": state.step, "val_top1": top1, "config": asdict(self.train)}})
+                            extra={"training": {"step": state.step, "val_top1": top1, "config": asdict(self.train),
+                                                     "identity": self.identity}})
         if improved:
             state.validations_without_gain = 0
             return False

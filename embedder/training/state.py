@@ -62,8 +62,11 @@ def load_state(path: Path, run_identity: dict, modules: dict[str, object],
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a state cut off mid-write: start over rather than crash
-        log.warning("Ignoring unreadable training state %s: %s", path, error)
+    except Exception as error:  # a damaged state: start over rather than crash, but keep it and say so
+        damaged = path.with_name(path.name + ".damaged")
+        os.replace(path, damaged)
+        log.warning("The training state %s is damaged (%s); it is kept as %s, and this run STARTS OVER from step 0 "
+                    "(an earlier run's better checkpoint is kept until this run does as well)", path, error, damaged)
         return None
     if payload.get("format") != STATE_FORMAT or not same_run(payload.get("identity"), run_identity, passed_over):
         log.info("Not resuming %s: it belongs to a run with other settings", path)

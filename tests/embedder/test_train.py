@@ -215,3 +215,24 @@ def test_frozen_layers_do_not_change(tmp_path):
     assert torch.equal(before, trainee.model.trunk.layer2[0].conv1.weight)
     assert not any(p.requires_grad for p in trainee.model.trunk.layer3.parameters())
     assert all(p.requires_grad for p in trainee.model.trunk.layer4.parameters())
+
+
+def test_a_damaged_state_is_kept_and_said_and_the_better_checkpoint_survives_the_new_run(tmp_path, monkeypatch,
+                                                                                      caplog):
+    from embedder.checkpoint import file_sha256, read_checkpoint
+
+    catalog = ColourCatalog(count=48)
+    training.train(small_config(tmp_path), knn_top1, catalog=catalog)
+    best = tmp_path / "embedder.pt"
+    kept_sha, kept_top1 = file_sha256(best), read_checkpoint(best)["training"]["val_top1"]
+    (tmp_path / "train" / "last.pt").write_bytes(b"cut off mid-write")
+    # The run that starts over validates worse than the one whose state was lost.
+    monkeypatch.setattr(training.Validator, "__call__", lambda self, model: kept_top1 - 0.25)
+    report = training.train(small_config(tmp_path), knn_top1, catalog=catalog)
+    assert report.resumed_from_step == 0 and report.steps > 0
+    assert (tmp_path / "train" / "last.pt.damaged").read_bytes() == b"cut off mid-write"
+    assert any("is damaged" in r.message and "STARTS OVER" in r.message for r in caplog.records if r.levelname == "WARNING")
+    assert file_sha256(best) == kept_sha  # the earlier, better checkpoint was not overwritten
+    # Another catalog is another run: its checkpoint replaces the earlier one as before.
+    training.train(small_config(tmp_path), knn_top1, catalog=ColourCatalog(count=40), restart=True)
+    assert file_sha256(best) != kept_sha
