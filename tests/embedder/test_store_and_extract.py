@@ -42,10 +42,8 @@ def test_embeddings_file_follows_the_contract(tmp_path, small_embedder):
     assert not (tmp_path / "embeddings.h5.partial").exists()
 
 
-def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, small_embedder, monkeypatch):
-    catalog = ColourCatalog(count=20, broken=(5,))
-    run(catalog, small_embedder, tmp_path / "whole.h5")
-
+def interrupt_at_the_third_batch(catalog, embedder, output, monkeypatch) -> None:
+    """Run an extraction that is interrupted (as by Ctrl-C) while embedding its third batch."""
     real_embed, calls = extract.embed_batch, []
 
     def dies_on_third_batch(*args):
@@ -54,11 +52,17 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, smal
             raise KeyboardInterrupt
         return real_embed(*args)
 
-    monkeypatch.setattr(extract, "embed_batch", dies_on_third_batch)
-    with pytest.raises(KeyboardInterrupt):
-        run(catalog, small_embedder, tmp_path / "resumed.h5")
+    with monkeypatch.context() as patched:
+        patched.setattr(extract, "embed_batch", dies_on_third_batch)
+        with pytest.raises(KeyboardInterrupt):
+            run(catalog, embedder, output)
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, small_embedder, monkeypatch):
+    catalog = ColourCatalog(count=20, broken=(5,))
+    run(catalog, small_embedder, tmp_path / "whole.h5")
+    interrupt_at_the_third_batch(catalog, small_embedder, tmp_path / "resumed.h5", monkeypatch)
     assert (tmp_path / "resumed.h5.partial").exists() and not (tmp_path / "resumed.h5").exists()
-    monkeypatch.setattr(extract, "embed_batch", real_embed)
     report = run(catalog, small_embedder, tmp_path / "resumed.h5")
     assert report.resumed_rows == 8 and report.embedded == 19 and len(report.skipped) == 1
     with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "resumed.h5") as b:
@@ -70,22 +74,11 @@ def test_rows_marked_done_whose_vectors_never_reached_the_disk_are_embedded_agai
                                                                                 monkeypatch):
     catalog = ColourCatalog(count=20)
     run(catalog, small_embedder, tmp_path / "whole.h5")
-    real_embed, calls = extract.embed_batch, []
-
-    def dies_on_third_batch(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_embed(*args)
-
-    monkeypatch.setattr(extract, "embed_batch", dies_on_third_batch)
-    with pytest.raises(KeyboardInterrupt):
-        run(catalog, small_embedder, tmp_path / "resumed.h5")
+    interrupt_at_the_third_batch(catalog, small_embedder, tmp_path / "resumed.h5", monkeypatch)
     # What a crash between the status and the vectors reaching the disk leaves: rows done, vectors of zeros.
     with h5py.File(tmp_path / "resumed.h5.partial", "r+") as handle:
         assert list(handle["status"][:8]) == [1] * 8
         handle["embeddings"][2:4] = 0
-    monkeypatch.setattr(extract, "embed_batch", real_embed)
     report = run(catalog, small_embedder, tmp_path / "resumed.h5")
     assert report.resumed_rows == 6 and report.embedded == 20
     with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "resumed.h5") as b:
