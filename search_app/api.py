@@ -7,14 +7,16 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, abort, current_app, jsonify, request, url_for
 
 from search_app.query import SearchQuery, is_image_body, parse_search, require_item
 from search_app.results import Caption, SearchResult
-from search_app.uploads import preview_data_url
+from search_app.uploads import CROP_FIELDS, preview_data_url
 from search_app.views import current_config, current_engine, item_image_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+# What a photo sent as the body reads from the query string (openapi.json lists the same).
+QUERY_SETTINGS = ("k", "offset", "category", *CROP_FIELDS, "preview", "filename")
 # item_image_urls: a stand-in id that quoting leaves as it is, and what werkzeug's path converter keeps unquoted.
 URL_SLOT = "item-id-slot"
 PATH_SEGMENT_SAFE = "!$&'()*+,/:;=@"
@@ -27,10 +29,24 @@ def search() -> Response:
     started = time.perf_counter()
     app = current_config().app
     engine = current_engine()
+    check_query_string()
     with engine.incoming_query(request.mimetype == "multipart/form-data" or is_image_body(request)):
         query = parse_search(request, engine, app.results, app.max_image_pixels)
         result = query.run(engine)
     return jsonify(result_json(result, query, total_ms=1e3 * (time.perf_counter() - started)))
+
+
+def check_query_string() -> None:
+    """400 for query-string settings this search would not read: nothing a caller sends is ignored silently."""
+    if not request.args:
+        return
+    if not is_image_body(request):
+        where = "JSON object" if request.is_json else "form's fields"
+        abort(400, f"the query string ({', '.join(sorted(request.args))[:200]}) is read only with a photo sent as "
+                   f"the body; put the settings in the {where}")
+    unknown = sorted(set(request.args) - set(QUERY_SETTINGS))
+    if unknown:
+        abort(400, f"unknown query parameter(s) {', '.join(map(repr, unknown))[:200]}; known: {', '.join(QUERY_SETTINGS)}")
 
 
 @bp.get("/items/<item_id>")

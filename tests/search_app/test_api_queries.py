@@ -226,3 +226,21 @@ def test_the_category_names_are_in_healthz(client):
 
 def test_the_default_number_of_results_comes_from_the_config(client, catalog_images):
     assert len(search_item(client, item_id="red-00").get_json()["results"]) == RESULTS
+
+
+@pytest.mark.parametrize(
+    "send, message",
+    [
+        (lambda c, images: c.post("/api/search?k=40741", json={"item_id": "red-00"}),
+         "the query string (k) is read only with a photo sent as the body; put the settings in the JSON object"),
+        (lambda c, images: post_image(c, "/api/search?crop_w=-1", encode(images[0])),
+         "the query string (crop_w) is read only with a photo sent as the body; put the settings in the form"),
+        (lambda c, images: c.post("/api/search?colour=red", data=encode(images[0]), content_type="image/png"),
+         "unknown query parameter(s) 'colour'"),
+    ],
+    ids=["JSON with k in the query", "form with a crop in the query", "photo body with an unknown parameter"],
+)
+def test_settings_the_server_would_not_read_are_refused_not_ignored(client, catalog_images, send, message):
+    response = send(client, catalog_images)
+    assert response.status_code == 400 and message in response.get_json()["error"]
+    assert_still_serving(client, catalog_images)
