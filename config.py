@@ -244,6 +244,8 @@ class AppConfig:
     # at most batch_wait_ms for queries already being received (a lone query never waits).
     max_batch: int = 8
     batch_wait_ms: float = 20.0
+    # The longest a photo search waits for the model before a JSON 503 with Retry-After (a hung or swamped model).
+    search_deadline_s: float = 30.0
 
     def __post_init__(self) -> None:
         _check_range("app.port", self.port, 0, 65535)
@@ -256,6 +258,8 @@ class AppConfig:
         _check_nonnegative("app.batch_wait_ms", self.batch_wait_ms)
         if self.batch_wait_ms > 1000:
             raise ConfigError(f"app.batch_wait_ms: {self.batch_wait_ms!r} must be at most 1000")
+        if not isinstance(self.search_deadline_s, (int, float)) or not 0.1 <= self.search_deadline_s <= 3600:
+            raise ConfigError(f"app.search_deadline_s: {self.search_deadline_s!r} must be from 0.1 to 3600 seconds")
 
 
 @dataclass(frozen=True)

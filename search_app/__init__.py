@@ -8,6 +8,7 @@ from werkzeug.exceptions import HTTPException
 
 from config import Config, load_config
 from search_app import api, views
+from search_app.batching import BatchTimeout
 from search_app.engine import SearchEngine
 from search_app.uploads import UploadError
 
@@ -28,6 +29,7 @@ def create_app(config: Config | None = None, engine: SearchEngine | None = None)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     app.register_error_handler(UploadError, views.upload_error)
+    app.register_error_handler(BatchTimeout, views.search_timed_out)
     app.register_error_handler(HTTPException, views.http_error)
     log.info("search app ready: %d %s items, %d classes", engine.count, engine.catalog_kind or "catalog",
              len(engine.class_names))

@@ -24,7 +24,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 _STOP = object()
+
+
+class BatchTimeout(TimeoutError):
+    """The model did not take and answer an item within the caller's deadline (hung, or far behind)."""
 
 
 class MicroBatcher(Generic[T, R]):
@@ -64,6 +69,7 @@ class MicroBatcher(Generic[T, R]):
         self._inside = 0  # requests being handled now (inside incoming())
         self._expected = 1  # how many queries a batch waits for: the recent peak of _inside
         self._running = False  # a batch is running, on the batching thread or inline on a submitter's
+        self._running_since = 0.0  # perf_counter when it started, for stats(): a hung model shows there
         self._counts = threading.Lock()
         self.batches = self.items = self.largest = 0
         self.busy_s = 0.0  # time spent in run_batch: with the batches' count, how busy the model is
@@ -85,13 +91,20 @@ class MicroBatcher(Generic[T, R]):
             with self._changed:
                 self._inside -= 1
 
-    def submit(self, item: T) -> R:
-        """The output for one item; blocks until its batch has run, and raises what the batch raised."""
+    def submit(self, item: T, timeout: float | None = None) -> R:
+        """The output for one item; blocks until its batch has run, and raises what the batch raised, or
+        BatchTimeout when ``timeout`` seconds pass first (the item is then dropped if not yet taken)."""
         if self._closed:
             raise RuntimeError("the batcher is closed")
         if self.max_batch == 1:
-            with self._serial:
+            if not self._serial.acquire(timeout=-1 if timeout is None else timeout):
+                raise BatchTimeout(f"the model did not become free within {timeout:g} s")
+            try:
+                self._mark_running()
                 output = self._checked([item])
+            finally:
+                self._running_since = 0.0
+                self._serial.release()
             self._count(1)
             return output[0]
         future: Future = Future()
@@ -100,7 +113,7 @@ class MicroBatcher(Generic[T, R]):
             # (which a batch would wait for).
             inline = not self._running and not self._queue and self._expected <= 1
             if inline:
-                self._running = True
+                self._mark_running()
             else:
                 self._queue.append((item, future))
                 self._changed.notify_all()
@@ -111,7 +124,16 @@ class MicroBatcher(Generic[T, R]):
                 self._finished()
             self._count(1)
             return output[0]
-        return future.result()
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            with self._changed:  # by identity: items (tensors) do not compare as booleans
+                self._queue = [entry for entry in self._queue if entry is _STOP or entry[1] is not future]
+            future.cancel()  # taken into a batch already: its answer is dropped (_run)
+            raise BatchTimeout(f"the model did not answer within {timeout:g} s") from None
+
+    def _mark_running(self) -> None:
+        self._running, self._running_since = True, time.perf_counter()
 
     def close(self) -> None:
         """Stop the batching thread after the batches already queued."""
@@ -134,6 +156,8 @@ class MicroBatcher(Generic[T, R]):
                 "mean_batch": round(self.items / self.batches, 3) if self.batches else 0.0,
                 "largest_batch": self.largest,
                 "busy_seconds": round(self.busy_s, 6),
+                # How long the batch running now has run: far over a batch's usual time, the model is stuck.
+                "running_seconds": round(time.perf_counter() - self._running_since, 3) if self._running_since else 0.0,
             }
 
     def _loop(self) -> None:
@@ -161,14 +185,14 @@ class MicroBatcher(Generic[T, R]):
                     break
                 self._changed.wait(remaining)
             taken, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
-            self._running = True
+            self._mark_running()
         stop = _STOP in taken
         return [entry for entry in taken if entry is not _STOP], stop
 
     def _finished(self) -> None:
         """A batch has run: the model is free for the next (queued ones, or a lone query inline)."""
         with self._changed:
-            self._running = False
+            self._running, self._running_since = False, 0.0
             self._changed.notify_all()
 
     def _run(self, batch: list[tuple[T, Future]]) -> None:
@@ -177,7 +201,7 @@ class MicroBatcher(Generic[T, R]):
             outputs = self._checked(items)
         except Exception as error:
             if len(batch) == 1:
-                batch[0][1].set_exception(error)
+                _settle(batch[0][1], error=error)
                 return
             # One bad item must not fail the queries that happened to share its batch: retry each alone.
             log.warning("a batch of %d failed (%s); running its items one at a time", len(batch), error)
@@ -186,7 +210,7 @@ class MicroBatcher(Generic[T, R]):
             return
         self._count(len(batch))
         for row, (_, future) in enumerate(batch):
-            future.set_result(outputs[row])
+            _settle(future, outputs[row])
 
     def _checked(self, items: Sequence[T]) -> Sequence[R]:
         started = time.perf_counter()
@@ -230,12 +254,24 @@ class QueryEmbedder:
         return np.asarray(self.embed([self.prepare(image)]), dtype=np.float32).reshape(1, -1)
 
 
+def _settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
+    """Give a waiting submitter its answer; one that gave up waiting (cancelled its future) gets none."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
 class QuerySearcher:
     """Embed a query image and find its ``depth`` nearest rows, sharing the work with concurrent queries."""
 
     def __init__(self, embedder: QueryEmbedder, index: faiss.Index, index_lock: threading.Lock,
-                 max_batch: int = 1, max_wait_s: float = 0.0) -> None:
+                 max_batch: int = 1, max_wait_s: float = 0.0, deadline_s: float | None = None) -> None:
         self.embedder = embedder
+        self.deadline_s = deadline_s  # the longest a search waits for the model (BatchTimeout after)
         self.index = index
         # Held for every search of the index: faiss GPU indexes must not be searched concurrently.
         self.index_lock = index_lock
@@ -261,7 +297,7 @@ class QuerySearcher:
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
         # Prepared (resized) here, on the request's thread, so that the batch holds only the model's work.
-        return self.batcher.submit((self.embedder.prepare(image), depth))
+        return self.batcher.submit((self.embedder.prepare(image), depth), self.deadline_s)
 
     def embed(self, image: Image.Image) -> np.ndarray:
         """The query's vector alone (1-d), outside the batches: for start-up checks and measurements."""

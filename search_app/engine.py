@@ -56,6 +56,7 @@ class SearchEngine:
         model_name: str = "",
         max_batch: int = 1,
         batch_wait_ms: float = 0.0,
+        search_deadline_s: float | None = None,
         captions: CaptionMaker | None = None,
         vectors: np.ndarray | None = None,
     ) -> None:
@@ -90,7 +91,8 @@ class SearchEngine:
         self._search_lock = threading.Lock()
         if not isinstance(embed_image, QueryEmbedder):
             embed_image = QueryEmbedder.one_image_at_a_time(embed_image)
-        self.queries = QuerySearcher(embed_image, index, self._search_lock, max_batch, batch_wait_ms / 1e3)
+        self.queries = QuerySearcher(embed_image, index, self._search_lock, max_batch, batch_wait_ms / 1e3,
+                                     search_deadline_s)
 
     @property
     def count(self) -> int:
@@ -271,7 +273,7 @@ class SearchEngine:
             queries, index, ItemTable.from_embeddings(stored), stored.class_names, load_item_image,
             has_titles=stored.has_titles, k=config.index.k, catalog_kind=stored.catalog_kind,
             model_name=stored.model_name, max_batch=config.app.max_batch, batch_wait_ms=config.app.batch_wait_ms,
-            captions=_caption_maker(config, stored, device), vectors=stored.embeddings,
+            search_deadline_s=config.app.search_deadline_s, captions=_caption_maker(config, stored, device), vectors=stored.embeddings,
         )
 
 

@@ -114,6 +114,13 @@ def upload_error(error: UploadError) -> tuple:
     return error_response(error.message, error.status)
 
 
+def search_timed_out(error: Exception) -> tuple:
+    """The model did not answer within app.search_deadline_s: a 503 the caller may retry, never a hang."""
+    log.warning("search refused: %s", error)
+    return error_response("the search model is not answering right now; try again in a few seconds", 503,
+                          {"Retry-After": "5"})
+
+
 def http_error(error: HTTPException) -> tuple:
     """404, 405, 413, 500 and friends, as clear messages in the caller's format."""
     status = error.code or 500

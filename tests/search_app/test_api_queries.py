@@ -244,3 +244,42 @@ def test_settings_the_server_would_not_read_are_refused_not_ignored(client, cata
     response = send(client, catalog_images)
     assert response.status_code == 400 and message in response.get_json()["error"]
     assert_still_serving(client, catalog_images)
+
+
+def test_a_hung_model_gives_searches_a_503_with_retry_after_and_healthz_still_answers(config, make_engine,
+                                                                                      catalog_images):
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from search_app import create_app
+    from search_app.batching import QueryEmbedder
+
+    release = threading.Event()
+
+    def hangs_on_blue(image):  # a model that stops answering when it sees a blue photo
+        red, green, blue = np.asarray(image.convert("RGB"), dtype=float).reshape(-1, 3).mean(axis=0)
+        if blue > red + 50 and blue > green + 50:
+            release.wait(30)
+        return embed_pixels(image)
+
+    # The model's pass, not the request's preparing, hangs: as where a real network or GPU gets stuck.
+    model = QueryEmbedder(prepare=lambda image: image, embed=lambda images: np.stack([hangs_on_blue(i) for i in images]))
+    engine = make_engine(embed_image=model, max_batch=8, search_deadline_s=0.5)
+    client = create_app(config, engine=engine).test_client()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            stuck = pool.submit(post_image, create_app(config, engine=engine).test_client(), "/api/search",
+                                encode(catalog_images[CLASS_NAMES.index("blue") * PER_CLASS]))
+            time.sleep(0.3)
+            response = post_image(client, "/api/search", encode(catalog_images[0]))
+            assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+            assert "not answering right now" in response.get_json()["error"]
+            health = client.get("/healthz")
+            assert health.status_code == 200 and health.get_json()["batching"]["running_seconds"] > 0
+            release.set()
+            assert stuck.result(10).status_code == 200
+        assert post_image(client, "/api/search", encode(catalog_images[0])).status_code == 200
+    finally:
+        release.set()
+        engine.close()

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from search_app.batching import MicroBatcher
+from search_app.batching import BatchTimeout, MicroBatcher
 
 
 class SlowSquare:
@@ -157,3 +157,30 @@ def test_closed_batchers_refuse_work_and_bad_settings_are_refused():
         MicroBatcher(SlowSquare(0), max_batch=0)
     with pytest.raises(ValueError, match="max_wait_s must be at least 0"):
         MicroBatcher(SlowSquare(0), max_wait_s=-1)
+
+
+@pytest.mark.parametrize("max_batch", [8, 1])
+def test_a_hung_model_gives_later_items_a_timeout_and_its_stats_still_answer(max_batch):
+    release = threading.Event()
+
+    def hangs(items):
+        release.wait(30)
+        return [item * 2 for item in items]
+
+    batcher = MicroBatcher(hangs, max_batch=max_batch, max_wait_s=0.0)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            stuck = pool.submit(batcher.submit, 1)
+            time.sleep(0.2)  # the first item is inside the model now
+            started = time.perf_counter()
+            with pytest.raises(BatchTimeout):
+                batcher.submit(2, timeout=0.3)
+            assert time.perf_counter() - started < 2
+            assert batcher.stats()["running_seconds"] >= 0.2  # the stuck batch shows, stats do not wait
+            release.set()
+            assert stuck.result(5) == 2
+        assert batcher.submit(3, timeout=5) == 6  # the model answers again; the timed-out item left no trace
+        assert batcher.stats()["items"] == 2 and batcher.stats()["running_seconds"] == 0.0
+    finally:
+        release.set()
+        batcher.close()
