@@ -9,14 +9,12 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, url_for
 
-from search_app.query import SearchQuery, is_image_body, parse_search, require_item
+from search_app.query import QUERY_SETTINGS, SearchQuery, is_image_body, parse_search, require_item
 from search_app.results import Caption, SearchResult
-from search_app.uploads import CROP_FIELDS, preview_data_url
+from search_app.uploads import preview_data_url
 from search_app.views import current_config, current_engine, item_image_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-# What a photo sent as the body reads from the query string (openapi.json lists the same).
-QUERY_SETTINGS = ("k", "offset", "category", *CROP_FIELDS, "preview", "filename")
 # item_image_urls: a stand-in id that quoting leaves as it is, and what werkzeug's path converter keeps unquoted.
 URL_SLOT = "item-id-slot"
 PATH_SEGMENT_SAFE = "!$&'()*+,/:;=@"

@@ -10,13 +10,15 @@ from PIL import Image
 
 from search_app.engine import SearchEngine
 from search_app.results import SearchResult
-from search_app.uploads import Crop, first_file, parse_crop, read_image_body, read_upload
+from search_app.uploads import CROP_FIELDS, Crop, first_file, parse_crop, read_image_body, read_upload
 
 MAX_K = 100
 # Paging deeper than this is not browsing any more; it would only make each request slower.
 MAX_OFFSET = 1000
 MAX_ITEM_ID = 200
 JSON_KEYS = ("item_id", "k", "offset", "category")
+# What a photo sent as the body reads from the query string (openapi.json lists the same).
+QUERY_SETTINGS = ("k", "offset", "category", *CROP_FIELDS, "preview", "filename")
 TRUE = ("1", "true", "yes", "on")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 

@@ -129,15 +129,23 @@ def read_sign_matrix(path: Path, width: int, names: Sequence[str]) -> np.ndarray
         values = _parse_signs(path, block, width)
         rows += len(block)
         positions = np.array([wanted.get(name, -1) for _, name, _ in block], dtype=np.int64)
-        keep = positions >= 0
-        # A repeated row would silently overwrite the first one's values.
-        for (number, name, _), position in zip(block, positions):
-            if position >= 0:
-                if found[position]:
-                    raise CatalogError(f"{path}, line {number}: {name} is listed again (first at line "
-                                       f"{first_line[position]}); the file is damaged: download it again")
-                found[position], first_line[position] = True, number
-        matrix[positions[keep]] = values[keep]
+        kept = np.flatnonzero(positions >= 0)
+        order = positions[kept]
+        # A repeated row would silently overwrite the first one's values: seen in an earlier block, or twice here.
+        unique, first = np.unique(order, return_index=True)
+        repeated = found[order]  # a copy: fancy indexing
+        twice_here = np.ones(len(order), dtype=bool)
+        twice_here[first] = False
+        repeated |= twice_here
+        if repeated.any():
+            number, name, _ = block[kept[np.flatnonzero(repeated)[0]]]
+            position = wanted[name]
+            earlier = first_line[position] if found[position] else block[kept[first[np.searchsorted(unique, position)]]][0]
+            raise CatalogError(f"{path}, line {number}: {name} is listed again (first at line {earlier}); "
+                               "the file is damaged: download it again")
+        found[order] = True
+        first_line[order] = [block[row][0] for row in kept]
+        matrix[order] = values[kept]
     _check_count(path, count, rows)
     if not found.all():
         missing = [name for name, position in wanted.items() if not found[position]]

@@ -239,7 +239,7 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
     if state.step:
         log.info("Resuming training at step %d (epoch %d, %.0f s done)", state.step, state.epoch, state.seconds)
     resumed_from, seconds_before = state.step, state.seconds
-    loop = TrainingLoop(config, catalog, trainee, preprocessing, train_rows, device, state)
+    loop = TrainingLoop(config, catalog, trainee, preprocessing, train_rows, device, state, identity)
     if state.stopped_because == "early stopping" and not loop.patience_lost():
         log.info("Going on with a run that early stopping ended at step %d: train.early_stopping now allows more",
                  state.step)
@@ -271,10 +271,10 @@ class TrainingLoop:
     """Steps, validations, checkpoints and stopping rules over one catalog."""
 
     def __init__(self, config: Config, catalog: Catalog, trainee: Trainee, preprocessing: Preprocessing,
-                 train_rows: np.ndarray, device: str, state: TrainState) -> None:
+                 train_rows: np.ndarray, device: str, state: TrainState, identity: dict) -> None:
         self.config, self.train, self.trainee, self.state = config, config.train, trainee, state
         self.preprocessing, self.device = preprocessing, device
-        self.identity = run_identity(config, catalog)  # saved in each best checkpoint (earlier_best)
+        self.identity = identity  # run_identity's, saved in each best checkpoint (earlier_best)
         labels = np.array([catalog.items[row].label for row in train_rows])
         p = min(self.train.classes_per_batch, len(np.unique(labels)))
         self.sampler = PKSampler(labels, p, self.train.images_per_class, seed=self.train.seed)
