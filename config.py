@@ -236,9 +236,10 @@ class AppConfig:
     # Larger images are refused before decoding (decompression bombs).
     max_image_pixels: int = 40_000_000
     results: int = 12
-    # `serve --prod`: "auto" (gunicorn where it runs, POSIX; else waitress), "gunicorn" or "waitress"; one
-    # process either way, with this many request threads (search_app.serving).
-    server: str = "auto"
+    # `serve --prod`: "waitress" (reads whole requests before a request thread sees them, so slow clients
+    # hold no thread) or "gunicorn" (behind a buffering proxy); one process either way, with this many
+    # request threads (search_app.serving).
+    server: str = "waitress"
     threads: int = 8
     # Concurrent queries share one forward pass, up to max_batch images (1: one at a time); a batch waits
     # at most batch_wait_ms for queries already being received (a lone query never waits).
@@ -252,7 +253,7 @@ class AppConfig:
         _check_range("app.max_upload_bytes", self.max_upload_bytes, 1024, 1 << 31)
         _check_range("app.max_image_pixels", self.max_image_pixels, 1, 1 << 31)
         _check_range("app.results", self.results, 1, 200)
-        _check_choice("app.server", self.server, ("auto", "waitress", "gunicorn"))
+        _check_choice("app.server", self.server, ("waitress", "gunicorn"))
         _check_range("app.threads", self.threads, 1, 256)
         _check_range("app.max_batch", self.max_batch, 1, 256)
         _check_nonnegative("app.batch_wait_ms", self.batch_wait_ms)

@@ -16,7 +16,7 @@ else (or with `--catalog generated`) a generated sample catalog in DeepFashion's
 embedded with random weights (the model's cost is the same either way): `--catalog generated
 --image-size 224` serves at DeepFashion's size, where the forward pass outweighs the rest of a request.
 
-    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts gunicorn,waitress,serial]
+    python -m benchmarks.bench_serving [--clients 1,8] [--seconds 10] [--layouts waitress,gunicorn,serial]
                                        [--catalog auto|demo|generated] [--image-size 32] [--client lean|http.client]
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ SIDE_BY_SIDE_QUERIES = 32  # per slice
 # Server layouts: name -> --set overrides. "serial" runs one query at a time through the model.
 # Any name with "-ivf" or "-flat" added ("batched-flat") serves the same embeddings through an index of
 # that kind built beside them (index_artifacts); without, through the artifacts' own index. With "-torch"
-# or "-onnx" added ("gunicorn-torch", "gunicorn-flat-onnx") the server embeds with torch or ONNX Runtime
+# or "-onnx" added ("waitress-torch", "waitress-flat-onnx") the server embeds with torch or ONNX Runtime
 # instead of embedder.runtime's choice, and the in-process columns do too. (The servers get the runtime as
 # a --set, so a LOOKBOOK_EMBEDDER_RUNTIME in the environment does not reach them: name it here.)
 # The serving targets the benchmark is held to: a lone shopper's HTTP p50 at most LONE_TARGET × in-process,
@@ -70,10 +70,10 @@ RUNTIMES = {"torch": "torch", "onnx": "onnxruntime"}
 # the layout's name, as a multipart form (what an HTML form or curl -F does).
 BODY, MULTIPART = "body", "multipart"
 LAYOUTS = {
-    # serve --prod as it runs by default where gunicorn runs: one worker process, micro-batched queries.
-    "gunicorn": ["app.server=gunicorn", "app.max_batch=8"],
-    # The same one process under waitress.
+    # serve --prod as it runs by default: one waitress process, micro-batched queries.
     "waitress": ["app.server=waitress", "app.max_batch=8"],
+    # The same one process as a gunicorn worker (for use behind a buffering proxy).
+    "gunicorn": ["app.server=gunicorn", "app.max_batch=8"],
     # One query at a time through the model.
     "serial": ["app.server=waitress", "app.max_batch=1"],
 }
@@ -247,16 +247,15 @@ def _timed(function) -> float:
 
 
 def search_request(data: bytes, upload: str) -> tuple[str, bytes, str]:
-    """(URL, body, content type) of a search for the image: sent as the body with its settings in the query
-    string, as the search page does ("body"), or as a multipart form ("multipart") with a boundary of its
+    """(URL, body, content type) of a search for the image, its settings in the query string: the image as the
+    body, as the search page sends it ("body"), or as a multipart form ("multipart") with a boundary of its
     own, as a browser makes one for each form it sends (werkzeug compiles regexes for each boundary)."""
     if upload == BODY:
         return f"/api/search?k={K}&filename=q.png", data, "image/png"
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n{K}\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.png\"\r\n"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.png\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return "/api/search", body, f"multipart/form-data; boundary={boundary}"
+    return f"/api/search?k={K}", body, f"multipart/form-data; boundary={boundary}"
 
 
 def run_load(port: int, files: list[bytes], clients: int, seconds: float, sending: Sending = Sending(),
@@ -403,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts (default 1,8)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run (default 10)")
-    parser.add_argument("--layouts", default="gunicorn,waitress",
+    parser.add_argument("--layouts", default="waitress,gunicorn",
                         help=f"among {', '.join(LAYOUTS)}, each also with -ivf or -flat (that index over the same "
                              "vectors), -torch or -onnx (embedding with torch or ONNX Runtime) and -multipart "
                              "(photos sent as forms)")

@@ -5,8 +5,11 @@ micro-batching model thread (search_app.batching), so concurrent searches share 
 an index scan, and only one pass at a time has the cores (or the GPU). Measured against a model
 process shared by several workers in benchmarks/README.md (Serving).
 
-gunicorn (one worker, request threads) where it runs: its master restarts the worker if it dies.
-waitress (pure Python, threads) elsewhere, or when app.server asks for it.
+waitress by default: its I/O thread reads each request whole (headers and body) before a request thread
+sees it, so clients that send slowly, or stop, hold a connection but never a thread, and a connection
+silent for IDLE_TIMEOUT_S is closed. gunicorn (one worker, app.server = "gunicorn") reads on the
+request thread, so it belongs behind a buffering proxy (docs/security.md); its master restarts a worker
+that dies.
 """
 from __future__ import annotations
 
@@ -18,13 +21,15 @@ from config import Config, ConfigError
 log = logging.getLogger(__name__)
 
 
+# Seconds a connection may send nothing before waitress closes it (a dead or stalling client).
+IDLE_TIMEOUT_S = 30
+
+
 def resolve_server(server: str, gunicorn_runs: bool = os.name == "posix") -> str:
-    """app.server resolved: "auto" is gunicorn where it runs (POSIX), else waitress."""
-    if server == "auto":
-        return "gunicorn" if gunicorn_runs else "waitress"
+    """app.server, checked against the platform: gunicorn needs POSIX."""
     if server == "gunicorn" and not gunicorn_runs:
         raise ConfigError('app.server: gunicorn does not run on this platform (it needs POSIX); set app.server = '
-                          '"waitress" or "auto"')
+                          '"waitress"')
     return server
 
 
@@ -48,6 +53,7 @@ def _serve_waitress(config: Config, host: str, port: int) -> None:
 
     waitress.serve(
         create_app(config), host=host, port=port, threads=config.app.threads, ident="lookbook",
+        channel_timeout=IDLE_TIMEOUT_S,
         # Bodies a little over the app's limit reach Flask, which answers with a JSON 413; far bigger
         # ones are cut off by waitress itself before they fill the disk.
         max_request_body_size=oversized_body_allowance(config.app.max_upload_bytes),

@@ -134,10 +134,13 @@ def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
 
 
 def post_image(client, url: str, data: bytes, filename: str = "photo.png",
-               content_type: str | None = None, **form):
-    """POST a multipart form with the file in the "image" field."""
+               content_type: str | None = None, **settings):
+    """POST a multipart form with the file in the "image" field; the settings in the query string for the API,
+    as form fields for the page."""
     upload = (io.BytesIO(data), filename) if content_type is None else (io.BytesIO(data), filename, content_type)
-    return client.post(url, data={"image": upload, **form}, content_type="multipart/form-data")
+    if url.startswith("/api/"):
+        return client.post(url, query_string=settings, data={"image": upload}, content_type="multipart/form-data")
+    return client.post(url, data={"image": upload, **settings}, content_type="multipart/form-data")
 
 
 @pytest.fixture(scope="session")
@@ -150,15 +153,15 @@ def sample_artifacts(tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="session")
 def prod_server(sample_artifacts, tmp_path_factory):
-    """The base URL of `manage.py serve --prod` as configured by default (gunicorn, one worker) over the sample
+    """The base URL of `manage.py serve --prod` as configured by default (waitress, one process) over the sample
     artifacts, stopped after the session."""
     yield from _served(sample_artifacts, tmp_path_factory, ())
 
 
 @pytest.fixture(scope="session")
-def waitress_prod_server(sample_artifacts, tmp_path_factory):
-    """The same with `app.server = "waitress"`: one process, request threads."""
-    yield from _served(sample_artifacts, tmp_path_factory, ("app.server=waitress",))
+def gunicorn_prod_server(sample_artifacts, tmp_path_factory):
+    """The same with `app.server = "gunicorn"`: one worker, request threads."""
+    yield from _served(sample_artifacts, tmp_path_factory, ("app.server=gunicorn",))
 
 
 def _served(sample_artifacts: list[str], tmp_path_factory, settings: tuple[str, ...]):
