@@ -1,6 +1,9 @@
-"""The JSON API for programs (and the search page's script): search, items, their images, the OpenAPI document."""
+"""The JSON API for programs (and the search page's script): photo search, items, the items most like one,
+their images, the OpenAPI document."""
 from __future__ import annotations
 
+import functools
+import json
 import time
 from collections.abc import Iterable
 from importlib import resources
@@ -9,7 +12,8 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, url_for
 
-from search_app.query import QUERY_SETTINGS, SearchQuery, is_image_body, parse_search, require_item
+from search_app.query import (ITEM_SETTINGS, PHOTO_SETTINGS, SearchQuery, parse_item_search, parse_photo_search,
+                              receive_body, refuse_blank, refuse_unknown, require_item)
 from search_app.results import Caption, SearchResult
 from search_app.uploads import preview_data_url
 from search_app.views import current_config, current_engine, item_image_response
@@ -22,29 +26,38 @@ PATH_SEGMENT_SAFE = "!$&'()*+,/:;=@"
 
 @bp.post("/search")
 def search() -> Response:
-    """Search with a photo (the body itself, or a multipart "image"; optional crop_*), or JSON {"item_id": ...};
-    k, offset and category optional."""
+    """Search with a photo: the body itself, or a multipart form's "image" file; settings in the query string."""
     started = time.perf_counter()
     app = current_config().app
     engine = current_engine()
-    check_query_string()
-    with engine.incoming_query(request.mimetype == "multipart/form-data" or is_image_body(request)):
-        query = parse_search(request, engine, app.results, app.max_image_pixels)
+    check_photo_request()
+    receive_body(request)
+    refuse_unknown(request.form, ("image",), "form field(s)", " (settings go in the query string)")
+    with engine.incoming_query(True):
+        query = parse_photo_search(request, request.args, engine, app.results, app.max_image_pixels)
         result = query.run(engine)
     return jsonify(result_json(result, query, total_ms=1e3 * (time.perf_counter() - started)))
 
 
-def check_query_string() -> None:
-    """400 for query-string settings this search would not read: nothing a caller sends is ignored silently."""
-    if not request.args:
-        return
-    if not is_image_body(request):
-        where = "JSON object" if request.is_json else "form's fields"
-        abort(400, f"the query string ({', '.join(sorted(request.args))[:200]}) is read only with a photo sent as "
-                   f"the body; put the settings in the {where}")
-    unknown = sorted(set(request.args) - set(QUERY_SETTINGS))
-    if unknown:
-        abort(400, f"unknown query parameter(s) {', '.join(map(repr, unknown))[:200]}; known: {', '.join(QUERY_SETTINGS)}")
+def check_photo_request() -> None:
+    """400 for what a photo search would not read: a JSON body, an unknown setting."""
+    if request.is_json:
+        abort(400, "a photo search takes the photo as the body (Content-Type image/...) or as the multipart "
+                   "field \"image\"; for the items most like a catalog item, GET /api/items/<item_id>/similar")
+    refuse_unknown(request.args, PHOTO_SETTINGS, "query parameter(s)")
+    refuse_blank(request.args)
+
+
+@bp.get("/items/<item_id>/similar")
+def similar(item_id: str) -> Response:
+    """"More like this": the catalog items most like one (the item itself left out); k, offset and category
+    in the query string."""
+    started = time.perf_counter()
+    refuse_unknown(request.args, ITEM_SETTINGS, "query parameter(s)")
+    refuse_blank(request.args)
+    query = parse_item_search(item_id, request.args, current_engine(), current_config().app.results)
+    result = query.run(current_engine())
+    return jsonify(result_json(result, query, total_ms=1e3 * (time.perf_counter() - started)))
 
 
 @bp.get("/items/<item_id>")
@@ -62,9 +75,19 @@ def item_image(item_id: str) -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    """The OpenAPI 3.1 document describing this API."""
-    document = resources.files("search_app").joinpath("openapi.json").read_bytes()
-    return current_app.response_class(document, mimetype="application/json")
+    """The OpenAPI 3.1 document describing this API, with this catalog's categories."""
+    return jsonify(openapi_document(tuple(current_engine().class_names)))
+
+
+@functools.cache
+def openapi_document(categories: tuple[str, ...]) -> dict[str, Any]:
+    """search_app/openapi.json with the categories a search accepts listed ("" is all of them)."""
+    document = json.loads(resources.files("search_app").joinpath("openapi.json").read_bytes())
+    for path, method in (("/api/search", "post"), ("/api/items/{item_id}/similar", "get")):
+        for parameter in document["paths"][path][method]["parameters"]:
+            if parameter["name"] == "category":
+                parameter["schema"]["enum"] = ["", *categories]
+    return document
 
 
 def item_json(item_id: str) -> dict[str, Any]:

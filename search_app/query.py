@@ -1,7 +1,8 @@
-"""Reading a search request (a multipart upload, or JSON naming a catalog item) into a checked SearchQuery."""
+"""Reading a search request (a photo, or a catalog item's id) and its settings into a checked SearchQuery."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +17,11 @@ MAX_K = 100
 # Paging deeper than this is not browsing any more; it would only make each request slower.
 MAX_OFFSET = 1000
 MAX_ITEM_ID = 200
-JSON_KEYS = ("item_id", "k", "offset", "category")
-# What a photo sent as the body reads from the query string (openapi.json lists the same).
-QUERY_SETTINGS = ("k", "offset", "category", *CROP_FIELDS, "preview", "filename")
-TRUE = ("1", "true", "yes", "on")
+# The settings each search reads from its query string (openapi.json lists the same).
+ITEM_SETTINGS = ("k", "offset", "category")
+PHOTO_SETTINGS = (*ITEM_SETTINGS, *CROP_FIELDS, "preview", "filename")
+TEXT_SETTINGS = ("category", "filename")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
@@ -42,49 +44,59 @@ class SearchQuery:
         return engine.search(self.image, self.k, category=self.category, offset=self.offset)
 
 
-def parse_search(request: Request, engine: SearchEngine, default_k: int, max_pixels: int) -> SearchQuery:
-    """The search a request asks for: 400 (or 413 for too big an image, 404 for an unknown item) if it is unusable."""
-    image_body = is_image_body(request)
-    if request.is_json:
-        try:
-            fields = request.get_json(silent=True)
-        except RecursionError:  # nested deeper than the parser recurses; silent covers only malformed JSON
-            fields = None
-        if not isinstance(fields, dict):
-            abort(400, 'the JSON body must be an object such as {"item_id": "...", "k": 12}')
-        unknown = sorted(set(fields) - set(JSON_KEYS))
-        if unknown:
-            abort(400, f"unknown field(s) {', '.join(map(repr, unknown))[:200]}; known: {', '.join(JSON_KEYS)}")
-        if "item_id" not in fields:
-            abort(400, 'the JSON body needs "item_id"; to search with a photo, send it as the body '
-                       '(Content-Type image/...) or as the multipart field "image"')
-    elif image_body:
-        fields = request.args
+def parse_photo_search(request: Request, fields: Mapping[str, Any], engine: SearchEngine, default_k: int,
+                       max_pixels: int) -> SearchQuery:
+    """A search with a photo (the body itself, or a form's "image" file) and its settings from ``fields``:
+    400 (or 413 for too big an image) if it is unusable."""
+    common = parse_settings(fields, engine, default_k)
+    crop = parse_crop(fields)
+    if request.mimetype in FORM_TYPES:
+        image = read_upload(first_file(request.files.getlist("image")), max_pixels, crop)
     else:
-        fields = request.form
-    common = {
+        image = read_image_body(request.get_data(), fields.get("filename") or "the uploaded image", request.mimetype,
+                                max_pixels, crop)
+    return SearchQuery(image=image, crop=crop, preview=parse_flag(fields.get("preview"), "preview"), **common)
+
+
+def parse_item_search(item_id: str, fields: Mapping[str, Any], engine: SearchEngine, default_k: int) -> SearchQuery:
+    """A search for the items most like a catalog item: 404 for an unknown id, 400 for a bad setting."""
+    if len(item_id) > MAX_ITEM_ID:
+        abort(400, f"an item id has at most {MAX_ITEM_ID} characters; got {len(item_id)}")
+    require_item(item_id, engine)
+    return SearchQuery(item_id=item_id, **parse_settings(fields, engine, default_k))
+
+
+def parse_settings(fields: Mapping[str, Any], engine: SearchEngine, default_k: int) -> dict[str, Any]:
+    """k, offset and category, checked."""
+    return {
         "k": parse_whole(fields.get("k"), "k", default_k, 1, MAX_K),
         "offset": parse_whole(fields.get("offset"), "offset", 0, 0, MAX_OFFSET),
         "category": parse_category(fields.get("category"), engine),
     }
-    upload = None if image_body or request.is_json else first_file(request.files.getlist("image"))
-    if not image_body and upload is None and fields.get("item_id") is not None:
-        return SearchQuery(item_id=parse_item_id(fields.get("item_id"), engine), **common)
-    crop = parse_crop(fields)
-    if image_body:
-        image = read_image_body(request.get_data(cache=False), fields.get("filename") or "the uploaded image",
-                                request.mimetype, max_pixels, crop)
+
+
+def refuse_unknown(names: Iterable[str], known: Sequence[str], where: str, hint: str = "") -> None:
+    """400 naming the settings nobody reads: nothing a caller sends is ignored silently."""
+    unknown = sorted({str(name or "") for name in names} - set(known))  # a nameless form part is named ""
+    if unknown:
+        abort(400, f"unknown {where} {', '.join(map(repr, unknown))[:200]}; known: {', '.join(known)}{hint}")
+
+
+def refuse_blank(fields: Mapping[str, Any]) -> None:
+    """400 for number and yes/no settings given without a value (k=): the API takes a value or nothing (the
+    page's forms send blanks); a blank category is all of them."""
+    blank = [name for name, value in fields.items() if name not in TEXT_SETTINGS and not str(value).strip()]
+    if blank:
+        abort(400, f"{', '.join(blank)} given without a value; leave a setting out to get its default")
+
+
+def receive_body(request: Request) -> None:
+    """Read the whole body now (a form is parsed, anything else kept as bytes), so that a query is counted
+    as incoming, and a micro-batch waits for it, only once the client has sent it."""
+    if request.mimetype in FORM_TYPES:
+        request.form  # noqa: B018 (parsing the form reads the body, files included)
     else:
-        image = read_upload(upload, max_pixels, crop)
-    return SearchQuery(image=image, crop=crop, preview=str(fields.get("preview", "")).lower() in TRUE, **common)
-
-
-def is_image_body(request: Request) -> bool:
-    """Whether the body is the photo itself (any Content-Type but a form's or JSON), its settings in the query
-    string. The search page sends photos so: a multipart body costs the server more Python work a search
-    (werkzeug compiles two regular expressions for each body's boundary). A body of another
-    type (a PDF dropped on the page) is then refused as what it is, not as a missing field."""
-    return not request.is_json and request.mimetype not in FORM_TYPES
+        request.get_data()
 
 
 def parse_whole(value: Any, name: str, default: int, low: int, high: int) -> int:
@@ -101,6 +113,14 @@ def parse_whole(value: Any, name: str, default: int, low: int, high: int) -> int
     return number
 
 
+def parse_flag(value: Any, name: str) -> bool:
+    """A yes/no setting: true, 1, yes, on or their opposites (any case); absent is no; else 400 naming it."""
+    text = "" if value is None else str(value).strip().lower()
+    if text not in TRUE + FALSE:
+        abort(400, f"{name} must be true or false, got {str(value)[:40]!r}")
+    return text in TRUE
+
+
 def parse_category(value: Any, engine: SearchEngine) -> str | None:
     """A category of the catalog to restrict results to; None for absent or empty; else 400 naming the categories."""
     if value is None or value == "":
@@ -111,15 +131,6 @@ def parse_category(value: Any, engine: SearchEngine) -> str | None:
         engine.label_of(value)
     except ValueError as error:
         abort(400, str(error))
-    return value
-
-
-def parse_item_id(value: Any, engine: SearchEngine) -> str:
-    """A catalog item id: 400 when it is not a short non-empty text, 404 when no item has it."""
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ITEM_ID:
-        abort(400, f"item_id must be a catalog item's id (text of 1 to {MAX_ITEM_ID} characters), "
-                   f"got {str(value)[:40]!r}")
-    require_item(value, engine)
     return value
 
 

@@ -86,27 +86,28 @@ def first_file(files: Iterable[FileStorage]) -> FileStorage | None:
 
 
 def parse_crop(fields: Mapping[str, Any]) -> Crop | None:
-    """The crop rectangle from the fields crop_x, crop_y, crop_w, crop_h (fractions 0..1); None when all are absent."""
+    """The crop rectangle from the fields crop_x, crop_y, crop_w, crop_h (fractions 0..1); None when all are absent.
+
+    A missing edge is the image's (x and y 0, the width and height to the far edge), and a rectangle that
+    reaches past the image is cut at its edge, as a crop tool would; the answer reports the crop used.
+    """
     given = {key: str(fields.get(key, "")).strip() for key in CROP_FIELDS}
     if not any(given.values()):
         return None
-    missing = [key for key, text in given.items() if not text]
-    if missing:
-        raise UploadError(f"a crop needs all of {', '.join(CROP_FIELDS)}; missing {', '.join(missing)}")
     values = {}
     for key, text in given.items():
+        if not text:
+            continue
         try:
             values[key] = float(text)
         except ValueError:
             values[key] = math.nan
         if not math.isfinite(values[key]) or not 0 <= values[key] <= 1:
             raise UploadError(f"{key} must be a fraction of the image from 0 to 1, got {text[:40]!r}")
-    crop = Crop(values["crop_x"], values["crop_y"], values["crop_w"], values["crop_h"])
-    # A little slack: fractions computed by a browser from pixel positions may overshoot by rounding.
-    if crop.w <= 0 or crop.h <= 0 or crop.x + crop.w > 1.001 or crop.y + crop.h > 1.001:
-        raise UploadError(f"the crop ({crop.x:g}, {crop.y:g}, {crop.w:g}, {crop.h:g}) must have a width and height "
-                          "above 0 and lie inside the image (crop_x + crop_w and crop_y + crop_h at most 1)")
-    return crop
+    if values.get("crop_w") == 0 or values.get("crop_h") == 0:
+        raise UploadError("crop_w and crop_h must be above 0: a crop needs a width and a height")
+    x, y = values.get("crop_x", 0.0), values.get("crop_y", 0.0)
+    return Crop(x, y, min(values.get("crop_w", 1.0), 1 - x), min(values.get("crop_h", 1.0), 1 - y))
 
 
 def read_upload(file_storage: FileStorage | None, max_pixels: int, crop: Crop | None = None) -> Image.Image:

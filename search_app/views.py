@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from config import Config
 from search_app.engine import SearchEngine
 from search_app.items import ItemImageUnavailable
-from search_app.query import MAX_K, SearchQuery, parse_category, parse_search, parse_whole, require_item
+from search_app.query import parse_item_search, parse_photo_search, receive_body
 from search_app.uploads import UploadError, drain_refused_body, oversized_body_allowance, preview_data_url
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,10 @@ def index() -> str:
 def search() -> str:
     """Search with the uploaded photo (cropped, in one category, if asked) and show the results page."""
     app = current_config().app
-    with current_engine().incoming_query(request.mimetype == "multipart/form-data"):
-        query = parse_search(request, current_engine(), app.results, app.max_image_pixels)
+    receive_body(request)
+    with current_engine().incoming_query(True):
+        query = parse_photo_search(request, request.form, current_engine(), app.results, app.max_image_pixels)
         result = query.run(current_engine())
-    if query.item_id is not None:
-        return render_template("results.html", result=result, query_item=current_engine().describe_item(query.item_id))
     return render_template("results.html", result=result, query_image=preview_data_url(query.image),
                            query_size=query.image.size)
 
@@ -57,12 +56,7 @@ def search() -> str:
 @bp.get("/items/<item_id>")
 def similar(item_id: str) -> str:
     """"More like this" without JavaScript: the items most like a catalog item, on a page."""
-    require_item(item_id, current_engine())
-    query = SearchQuery(
-        item_id=item_id,
-        k=parse_whole(request.args.get("k"), "k", current_config().app.results, 1, MAX_K),
-        category=parse_category(request.args.get("category"), current_engine()),
-    )
+    query = parse_item_search(item_id, request.args, current_engine(), current_config().app.results)
     return render_template("results.html", result=query.run(current_engine()),
                            query_item=current_engine().describe_item(item_id))
 

@@ -128,10 +128,9 @@
   function request(query, offset) {
     var k = query.k || 12;
     if (query.itemId) {
-      return fetch(form.dataset.api, {
-        method: "POST", headers: { "Content-Type": "application/json", "Accept": "application/json" },
-        body: JSON.stringify({ item_id: query.itemId, k: k, offset: offset, category: category.value })
-      });
+      var settings = new URLSearchParams({ k: String(k), offset: String(offset), category: category.value });
+      var url = form.dataset.similarApi.replace("ITEM", encodeURIComponent(query.itemId));
+      return fetch(url + "?" + settings.toString(), { headers: { "Accept": "application/json" } });
     }
     // The photo is the body and its settings the query string: the server then parses no multipart body.
     var params = new URLSearchParams();

@@ -58,10 +58,23 @@ def test_a_catalog_without_titles_answers_caption_null(config, make_engine, cata
     assert answer["caption"] is None and answer["captions"] == "this catalog has no captions"
 
 
-@pytest.mark.parametrize("k, expected", [("1", 1), ("3", 3), (" 20 ", 20), ("100", 30), ("", RESULTS)])
+@pytest.mark.parametrize("k, expected", [("1", 1), ("3", 3), (" 20 ", 20), ("100", 30), (None, RESULTS)])
 def test_k_sets_the_number_of_results(client, catalog_images, k, expected):
-    answer = post_image(client, "/api/search", encode(catalog_images[0]), k=k).get_json()
+    settings = {} if k is None else {"k": k}
+    answer = post_image(client, "/api/search", encode(catalog_images[0]), **settings).get_json()
     assert len(answer["results"]) == expected
+
+
+@pytest.mark.parametrize("name", ["k", "offset", "preview", "crop_x"])
+def test_a_setting_given_without_a_value_is_a_400_naming_it(client, catalog_images, name):
+    response = post_image(client, "/api/search", encode(catalog_images[0]), **{name: " "})
+    assert response.status_code == 400
+    assert response.get_json()["error"].startswith(f"{name} given without a value")
+
+
+def test_the_page_takes_blank_settings_as_their_defaults(client, catalog_images):
+    response = post_image(client, "/search", encode(catalog_images[0]), k="", offset="", category="")
+    assert response.status_code == 200 and response.mimetype == "text/html"
 
 
 @pytest.mark.parametrize("k", ["0", "101", "-3", "abc", "2.5", "1e3"])
@@ -94,7 +107,7 @@ def _truncated_jpeg() -> bytes:
 def test_bad_uploads_are_json_errors_and_the_server_keeps_serving(client, catalog_images, make, filename, status,
                                                                    message):
     if make is None:
-        response = client.post("/api/search", data={"k": "3"}, content_type="multipart/form-data")
+        response = client.post("/api/search", query_string={"k": "3"}, data={}, content_type="multipart/form-data")
     else:
         content_type = "application/pdf" if filename.endswith(".pdf") else None
         response = post_image(client, "/api/search", make(), filename, content_type)

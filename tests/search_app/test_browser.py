@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from PIL import Image
@@ -79,9 +80,10 @@ def test_upload_crop_filter_more_like_this_and_show_more(browser, prod_server, s
     page.wait_for_function("!document.querySelector('[data-neighbours-heading]').textContent.includes('“')")
     second_title = page.inner_text("[data-grid] .card-title >> nth=1")
     second_id = page.get_attribute("[data-grid] .more-like >> nth=1", "data-item-id")
-    with page.expect_response(lambda response: response.url.endswith("/api/search")) as answer:
+    with page.expect_response(lambda response: "/similar?" in response.url) as answer:
         page.click("[data-grid] .more-like >> nth=1")
-    assert answer.value.request.post_data_json["item_id"] == second_id
+    assert answer.value.request.method == "GET" and answer.value.status == 200
+    assert f"/api/items/{quote(second_id, safe='')}/similar?" in answer.value.url
     page.wait_for_function(f"document.querySelector('[data-query-caption]').textContent.startsWith('More like: ')")
     assert second_title in page.inner_text("[data-query-caption]")
     shown = [link.get_attribute("data-item-id") for link in page.locator("[data-grid] .more-like").all()]

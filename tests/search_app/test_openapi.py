@@ -45,12 +45,23 @@ def test_the_document_is_openapi_3_with_parameters_errors_and_resolvable_referen
     for reference in re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', str(document).replace("'", '"')):
         assert reference in schemas
     search = document["paths"]["/api/search"]["post"]["requestBody"]["content"]
-    assert set(search) == {"image/*", "application/octet-stream", "multipart/form-data", "application/json"}
-    fields = set(search["multipart/form-data"]["schema"]["properties"])
-    assert {"image", "k", "offset", "category", "crop_x", "crop_y", "crop_w", "crop_h"} <= fields
-    # A photo sent as the body takes the same settings from the query string.
-    query = {p["name"] for p in document["paths"]["/api/search"]["post"]["parameters"] if p["in"] == "query"}
-    assert query == (fields - {"image"}) | {"filename"}
+    assert set(search) == {"image/*", "multipart/form-data"}
+    assert set(search["multipart/form-data"]["schema"]["properties"]) == {"image"}
+    # The settings are query parameters, the same that the server reads.
+    from search_app.query import ITEM_SETTINGS, PHOTO_SETTINGS
+
+    query = [p["name"] for p in document["paths"]["/api/search"]["post"]["parameters"] if p["in"] == "query"]
+    assert query == list(PHOTO_SETTINGS)
+    similar = document["paths"]["/api/items/{item_id}/similar"]["get"]["parameters"]
+    assert [p["name"] for p in similar if p["in"] == "query"] == list(ITEM_SETTINGS)
+
+
+def test_the_document_lists_the_catalogs_categories(document):
+    from tests.search_app.conftest import CLASS_NAMES
+
+    for path, method in (("/api/search", "post"), ("/api/items/{item_id}/similar", "get")):
+        category = next(p for p in document["paths"][path][method]["parameters"] if p["name"] == "category")
+        assert category["schema"]["enum"] == ["", *CLASS_NAMES]
 
 
 def test_the_answer_of_a_search_has_the_documented_fields(client, document, catalog_images):
