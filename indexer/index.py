@@ -1,6 +1,7 @@
 """The FAISS index over catalog vectors: build, search, save and load it with its JSON sidecar."""
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -137,6 +138,15 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def remove_leftovers(path: str | Path) -> None:
+    """Delete the temporary files of earlier writes to ``path`` that were killed before they could clean up;
+    only for files one process at a time writes (build-index holds a lock on its artifacts)."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        log.info("removing %s, left by a write that was killed", leftover)
+        leftover.unlink(missing_ok=True)
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -147,6 +157,8 @@ def save_index(index: faiss.Index, index_path: str | Path, sidecar: dict[str, An
         # Also accepts CPU indexes (it clones them), so no need to tell GPU and CPU indexes apart.
         index = faiss.index_gpu_to_cpu(index)
     index_path = Path(index_path)
+    for path in (index_path, sidecar_path(index_path)):
+        remove_leftovers(path)
     # Removing the old sidecar first means a crash between the two writes leaves no sidecar,
     # which loading and reuse treat as "rebuild", never a stale sidecar beside a new index.
     sidecar_path(index_path).unlink(missing_ok=True)
