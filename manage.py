@@ -301,6 +301,10 @@ def _build_summary(extraction, index) -> str:
         f"  embedded        {extraction.embedded}" + (" (reused)" if extraction.reused else ""),
         f"  skipped         {len(extraction.skipped)}",
     ]
+    if not extraction.reused:
+        lines.append(f"  since the last build: {extraction.added} added, {extraction.changed} changed, "
+                     f"{extraction.removed} removed, {extraction.kept} kept; {extraction.images_embedded} "
+                     "images embedded now")
     if extraction.rejected:
         lines.append(f"  rejected rows   {len(extraction.rejected)} (catalog file rows that could not be used; "
                      "listed in build-report.json)")

@@ -40,3 +40,12 @@ class ColourCatalog(Catalog):
 @pytest.fixture
 def colour_catalog() -> ColourCatalog:
     return ColourCatalog()
+
+
+def sample_build_arguments(catalog_root, artifacts, batch_size: int = 16) -> list[str]:
+    """CLI arguments for a quick build over a generated DeepFashion-layout catalog: random weights, 32 px,
+    16-d vectors, no decoding processes."""
+    return ["--catalog", "deepfashion", "--root", str(catalog_root), "--weights", "none", "--artifacts",
+            str(artifacts), "--set", "catalog.subset=all", "--set", "embedder.image_size=32",
+            "--set", "embedder.embedding_size=16", "--set", f"embedder.batch_size={batch_size}",
+            "--set", "embedder.workers=0"]

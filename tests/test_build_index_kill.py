@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from embedder.catalogs.sample_deepfashion import write_sample_catalog
 from manage import cli
+from tests.conftest import sample_build_arguments
 
 BATCH = 4
 ROOT = Path(__file__).parents[1]
@@ -83,9 +84,7 @@ def catalog(tmp_path_factory) -> Path:
 
 
 def arguments(catalog: Path, artifacts: Path) -> list[str]:
-    return ["--catalog", "deepfashion", "--root", str(catalog), "--weights", "none", "--artifacts", str(artifacts),
-            "--set", "catalog.subset=all", "--set", "embedder.image_size=32", "--set", "embedder.embedding_size=16",
-            "--set", f"embedder.batch_size={BATCH}", "--set", "embedder.workers=0", "build-index"]
+    return [*sample_build_arguments(catalog, artifacts, BATCH), "build-index"]
 
 
 def build(catalog: Path, artifacts: Path) -> dict:

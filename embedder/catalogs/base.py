@@ -94,3 +94,16 @@ class Catalog:
     def open_image(self, index: int) -> Image.Image:
         """The RGB image of item ``index``, cropped as the catalog says; CatalogImageError if unreadable."""
         raise NotImplementedError
+
+    def fingerprints(self) -> list[str]:
+        """Per item, what its vector depends on besides the model: the image file's size and modification
+        time, and the crop box; a changed fingerprint re-embeds the item (a stat per file, no reading)."""
+        prints = []
+        for item in self.items:
+            try:
+                stat = (self.root / item.path).stat()
+                file = f"{stat.st_size}:{stat.st_mtime_ns}"
+            except OSError:
+                file = "unreadable"
+            prints.append(f"{file}:{item.bbox}")
+        return prints

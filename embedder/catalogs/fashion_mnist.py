@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import zlib
 from collections.abc import Callable, Sequence
@@ -61,6 +62,10 @@ class FashionMnistCatalog(Catalog):
     def open_image(self, index: int) -> Image.Image:
         """The item's 28x28 image as RGB (the gray value in all three channels)."""
         return Image.fromarray(self.pixels[index]).convert("RGB")
+
+    def fingerprints(self) -> list[str]:
+        """A hash of each image's pixels: its images share one file, so the file's time says nothing."""
+        return [hashlib.blake2b(row.tobytes(), digest_size=12).hexdigest() for row in self.pixels]
 
 
 def find_idx_file(directory: Path, name: str) -> Path:

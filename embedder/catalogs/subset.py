@@ -45,6 +45,11 @@ class CatalogSlice(Catalog):
         """Item ``index`` of the slice, read by the base catalog."""
         return self.base.open_image(int(self.rows[index]))
 
+    def fingerprints(self) -> list[str]:
+        """The base catalog's fingerprints of the items of the slice."""
+        prints = self.base.fingerprints()
+        return [prints[row] for row in self.rows]
+
 
 def limit_catalog(catalog: Catalog, limit: int) -> Catalog:
     """``catalog`` itself when ``limit`` is 0 or not below its size, else a CatalogSlice of ``limit`` items."""

@@ -1,4 +1,5 @@
-"""The embedding half of build-index: catalog and embedder in, embeddings.h5 out (reused when current)."""
+"""The embedding half of build-index: catalog and embedder in, embeddings.h5 out (only new and changed items
+embedded; the file reused as it is when current)."""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +8,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
 
 from config import Config, LookbookError
 
@@ -17,7 +17,9 @@ except ImportError:  # Windows: builds there go unlocked
     fcntl = None
 from embedder.catalogs import open_catalog
 from embedder.checkpoint import provide_embedder
+from embedder.inference.catalog_diff import diff_catalog
 from embedder.inference.extract import ExtractionReport, embed_catalog, embeddings_attributes, resolve_device
+from embedder.inference.partial_embeddings import Skipped
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +62,19 @@ def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
     embedder = provide_embedder(config.embedder, catalog, artifacts, device)
     output = config.paths.embeddings
     attributes = embeddings_attributes(catalog, embedder, config.catalog.subset, config.embedder.mirror_average)
-    if not force and is_current(output, attributes, len(catalog)):
-        log.info("%s is up to date; reusing it (build-index --force rebuilds)", output)
-        with h5py.File(output, "r") as handle:
-            embedded = handle["embeddings"].shape[0]
-        return ExtractionReport(len(catalog), embedded, device=device, reused=True, rejected=catalog.rejected)
+    fingerprints = catalog.fingerprints()
     if force:
         output.with_name(output.name + ".partial").unlink(missing_ok=True)
+    diff = None if force else diff_catalog(output, attributes, catalog.items, fingerprints)
+    if diff is not None and diff.current:
+        log.info("%s is up to date; reusing it (build-index --force rebuilds)", output)
+        skipped = [Skipped(catalog.items[row].item_id, catalog.items[row].path, reason)
+                   for row, reason in zip(diff.kept_skipped, diff.skipped_reasons)]
+        return ExtractionReport(len(catalog), len(diff.kept), skipped, device=device, reused=True,
+                                rejected=catalog.rejected, kept=len(catalog))
+    if diff is not None:
+        log.info("%s: %d items kept, %d added, %d changed, %d removed", catalog.kind, len(diff.kept) +
+                 len(diff.kept_skipped), diff.added, diff.changed, diff.removed)
     return embed_catalog(
         catalog,
         embedder,
@@ -78,22 +86,6 @@ def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
         precision=config.embedder.precision,
         compile_model=config.embedder.compile,
         runtime=config.embedder.runtime,
+        fingerprints=fingerprints,
+        diff=diff,
     )
-
-
-def is_current(path: Path, attributes: dict, catalog_items: int) -> bool:
-    """Whether an existing embeddings file was made by this model from this very catalog."""
-    if not path.is_file():
-        return False
-    try:
-        with h5py.File(path, "r") as handle:
-            stored = dict(handle.attrs)
-            rows = handle["embeddings"].shape[0]
-    except (OSError, KeyError):
-        return False
-    same = all(stored.get(key) == attributes[key] for key in ("checkpoint_sha256", "catalog_kind", "catalog_root", "catalog_subset"))
-    # Files from before catalog options and mirror averaging existed were made with neither.
-    same = same and stored.get("catalog_options", "{}") == attributes.get("catalog_options", "{}")
-    same = same and bool(stored.get("mirror_average", False)) == attributes["mirror_average"]
-    return same and rows + int(stored.get("skipped", 0)) == catalog_items
-

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from embedder.catalogs.base import Catalog
 from embedder.catalogs.dataset import CatalogImages
 from embedder.checkpoint import LoadedEmbedder
+from embedder.inference.catalog_diff import CatalogDiff
 from embedder.inference.network import autocast, prepare_checkpoint, resolve_precision
 from embedder.inference.partial_embeddings import PartialEmbeddings, Skipped
 from embedder.transforms import build_pixel_transform, normalize_batch
@@ -44,6 +46,13 @@ class ExtractionReport:
     precision: str = "fp32"  # the arithmetic the network ran in (embedder.inference.network)
     compiled: bool = False
     runtime: str = "torch"
+    # Against the previous embeddings.h5: items whose vectors were kept, and those embedded anew or dropped.
+    kept: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    # Images read and run through the network in this run (skipped ones included).
+    images_embedded: int = 0
 
 
 def resolve_device(device: str) -> str:
@@ -89,16 +98,20 @@ def embed_pil_images(
     return embed_batch(model, batch, device, precision)
 
 
-def catalog_identity(catalog: Catalog, embedder: LoadedEmbedder, mirror_average: bool = False) -> dict:
-    """What must match for stored rows to be reused: the model, how it ran, and the exact list of items."""
+def catalog_identity(catalog: Catalog, embedder: LoadedEmbedder, fingerprints: Sequence[str],
+                     mirror_average: bool = False) -> dict:
+    """What must match for a partial file's rows to be resumed: the model, how it ran, and every item's id
+    and fingerprint in order, so that rows of different items are never mixed."""
+    digest = hashlib.sha256()
+    for item, fingerprint in zip(catalog.items, fingerprints, strict=True):
+        digest.update(f"{item.item_id}\t{fingerprint}\n".encode())
     return {
         "checkpoint_sha256": embedder.sha256,
         "mirror_average": mirror_average,
         "catalog_kind": catalog.kind,
         "catalog_root": str(catalog.root),
         "items": len(catalog),
-        "first_item": catalog.items[0].item_id if len(catalog) else "",
-        "last_item": catalog.items[-1].item_id if len(catalog) else "",
+        "items_sha256": digest.hexdigest(),
     }
 
 
@@ -113,8 +126,13 @@ def embed_catalog(
     precision: str = "auto",
     compile_model: bool = False,
     runtime: str = "auto",
+    fingerprints: Sequence[str] | None = None,
+    diff: CatalogDiff | None = None,
 ) -> ExtractionReport:
     """Embed every catalog image into ``output`` (HDF5), resuming an interrupted run; returns the report.
+
+    ``fingerprints`` (Catalog.fingerprints, computed when not given) are stored for the next build; ``diff``
+    (catalog_diff) names the items whose vectors are taken from the existing ``output`` instead.
 
     ``precision``, ``compile_model`` and ``runtime`` choose how the network runs (embedder.inference.network).
     ``attributes["mirror_average"]`` (embeddings_attributes) says whether each image's vector is averaged
@@ -126,14 +144,17 @@ def embed_catalog(
     started = time.perf_counter()
     # Read before hours of embedding, so that a damaged attribute file stops the run at once.
     item_attributes = catalog.item_attributes()
+    fingerprints = catalog.fingerprints() if fingerprints is None else fingerprints
     partial = PartialEmbeddings(
         output.with_name(output.name + ".partial"),
         len(catalog),
         embedder.model.embedding_size,
-        catalog_identity(catalog, embedder, mirror_average),
+        catalog_identity(catalog, embedder, fingerprints, mirror_average),
     )
     try:
         resumed = partial.rows_done
+        if diff is not None:
+            partial.reuse(output, diff.kept, diff.kept_from, diff.kept_skipped, diff.skipped_reasons)
         pending = partial.pending_rows()
         model, runtime = prepare_checkpoint(embedder, device, runtime, precision, output.parent, compile_model,
                                             mirror_average=mirror_average)
@@ -152,7 +173,8 @@ def embed_catalog(
             log.warning("Skipped %s (%s): %s", item.item_id, item.path, item.reason)
         if len(skipped) == len(catalog):
             raise RuntimeError(f"none of the {len(catalog)} catalog images could be read; first: {skipped[0].reason}")
-        embedded = partial.finish(output, catalog.items, {**attributes, "skipped": len(skipped)}, item_attributes)
+        embedded = partial.finish(output, catalog.items, {**attributes, "skipped": len(skipped)}, item_attributes,
+                                  fingerprints)
     finally:
         partial.close()
     seconds = time.perf_counter() - started
@@ -169,6 +191,11 @@ def embed_catalog(
         precision=precision,
         compiled=compile_model,
         runtime=runtime,
+        kept=len(diff.kept) + len(diff.kept_skipped) if diff is not None else 0,
+        added=diff.added if diff is not None else len(catalog),
+        changed=diff.changed if diff is not None else 0,
+        removed=diff.removed if diff is not None else 0,
+        images_embedded=fresh,
     )
 
 

@@ -111,6 +111,26 @@ class PartialEmbeddings:
         self.status[rows] = status
         self.file.flush()
 
+    def reuse(self, stored: Path, rows: np.ndarray, stored_rows: np.ndarray, skipped_rows: np.ndarray,
+              reasons: Sequence[str]) -> int:
+        """Take the vectors of catalog ``rows`` from ``stored_rows`` of an earlier embeddings.h5, and mark
+        ``skipped_rows`` skipped for ``reasons`` again, where they are still pending; returns the rows taken."""
+        pending = self.status[rows] == PENDING
+        rows, stored_rows = rows[pending], stored_rows[pending]
+        with h5py.File(stored, "r") as handle:
+            for start in range(0, len(rows), 65536):  # bounded memory for large catalogs
+                chunk, sources = rows[start:start + 65536], stored_rows[start:start + 65536]
+                order = np.argsort(sources)  # h5py reads increasing indices
+                vectors = np.empty((len(chunk), handle["embeddings"].shape[1]), np.float32)
+                vectors[order] = handle["embeddings"][sources[order]]
+                self.write(chunk, vectors, [""] * len(chunk))
+        pending = self.status[skipped_rows] == PENDING
+        if pending.any():
+            still = skipped_rows[pending]
+            self.write(still, np.zeros((len(still), self.file["embeddings"].shape[1]), np.float32),
+                       [reason or "unreadable" for reason, wanted in zip(reasons, pending) if wanted])
+        return len(rows)
+
     def skipped(self, items: Sequence[CatalogItem]) -> list[Skipped]:
         """The items that could not be embedded, with their reasons."""
         rows = np.flatnonzero(self.status == SKIPPED)
@@ -125,11 +145,14 @@ class PartialEmbeddings:
         items: Sequence[CatalogItem],
         attributes: dict,
         item_attributes: ItemAttributes | None = None,
+        fingerprints: Sequence[str] | None = None,
     ) -> int:
         """Write the embedded rows to ``final_path`` atomically and remove the partial file; returns N.
 
         ``attributes`` become HDF5 attributes; ``item_attributes`` (the catalog's labelled attributes,
-        one row per catalog item) the optional ``attributes`` dataset, for the embedded rows.
+        one row per catalog item) the optional ``attributes`` dataset, for the embedded rows;
+        ``fingerprints`` (one per catalog item) the ``fingerprint`` dataset and the ``skipped`` group,
+        which the next build compares the catalog with.
         """
         if len(self.pending_rows()):
             raise RuntimeError(f"{self.path}: {len(self.pending_rows())} rows are not embedded yet")
@@ -151,6 +174,14 @@ class PartialEmbeddings:
             out.create_dataset("title", data=[it.title for it in kept], dtype=STRING)
             if item_attributes is not None:
                 _write_item_attributes(out, item_attributes, keep, len(items))
+            if fingerprints is not None:
+                out.create_dataset("fingerprint", data=[fingerprints[row] for row in keep], dtype=STRING)
+                skipped = np.flatnonzero(self.status == SKIPPED)
+                group = out.create_group("skipped")
+                group.create_dataset("item_id", data=[items[row].item_id for row in skipped], dtype=STRING)
+                group.create_dataset("fingerprint", data=[fingerprints[row] for row in skipped], dtype=STRING)
+                group.create_dataset("reason", data=[_text(reason) for reason in self.file["error"][skipped]]
+                                     if len(skipped) else [], dtype=STRING)
             out.attrs.update(
                 {
                     "format": FORMAT,
