@@ -26,6 +26,12 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024)
 TUNING_QUERIES = 1000
 TUNING_K = 10
+# IVF cells trained on an earlier catalog are kept while they still fit it: retrained once its vectors lie
+# this much farther from their nearest cell centre than the training catalog's did, or once the number of
+# cells the catalog now calls for is this many times more or fewer.
+RETRAIN_ERROR_GROWTH = 1.10
+RETRAIN_NLIST_FACTOR = 2
+ERROR_SAMPLE = 20_000
 # Below this an exact search is instant and an approximate one has too little to learn its cells from.
 MIN_APPROXIMATE = 200
 
@@ -83,6 +89,32 @@ def train_ivf(index: faiss.Index, xb: np.ndarray, gpu: bool = False, seed: int =
         ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(xb.shape[1]))
     ivf.train(xb)
     ivf.clustering_index = None
+
+
+def quantization_error(index: faiss.Index, xb: np.ndarray, seed: int = 0) -> float:
+    """The mean squared distance from (up to 20,000 of) ``xb``'s vectors to their nearest IVF cell centre:
+    how well the cells fit the catalog."""
+    ivf = faiss.extract_index_ivf(index)
+    rows = np.random.default_rng(seed).permutation(len(xb))[:ERROR_SAMPLE]
+    sample = np.ascontiguousarray(xb[np.sort(rows)], dtype=np.float32)
+    centres = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    _, nearest = ivf.quantizer.search(sample, 1)
+    return float(np.mean(np.sum((sample - centres[nearest[:, 0]]) ** 2, axis=1)))
+
+
+def why_retrain(previous: faiss.Index, parameters: dict[str, Any], xb: np.ndarray, nlist: int) -> str | None:
+    """Why the IVF cells of ``previous`` (its sidecar ``parameters``) no longer fit ``xb``; None if they do."""
+    cells, trained_error = faiss.extract_index_ivf(previous).nlist, parameters.get("quantization_error")
+    if trained_error is None:
+        return "the index does not say how well its cells fit when they were trained"
+    if previous.d != xb.shape[1]:
+        return f"the vectors have {xb.shape[1]} dimensions, the cells {previous.d}"
+    if not cells / RETRAIN_NLIST_FACTOR <= nlist <= cells * RETRAIN_NLIST_FACTOR:
+        return f"the catalog now calls for {nlist} cells, the index has {cells}"
+    error = quantization_error(previous, xb)
+    if error > RETRAIN_ERROR_GROWTH * trained_error:
+        return f"the vectors lie {error / trained_error:.2f} x farther from their cells than when they were trained"
+    return None
 
 
 def set_search_breadth(index: faiss.Index, kind: str, value: int) -> None:
@@ -254,22 +286,32 @@ def _breadths(index: faiss.Index, kind: str) -> list[int]:
 
 
 def build_approximate(xb: np.ndarray, kind: str, metric: str, *, nlist: int = 0, nprobe: int = 0,
-                      recall_target: float = 0.97, gpu: bool = False, seed: int = 0) -> tuple[faiss.Index, IndexPlan]:
+                      recall_target: float = 0.97, gpu: bool = False, seed: int = 0,
+                      cells_from: tuple[faiss.Index, dict[str, Any]] | None = None) -> tuple[faiss.Index, IndexPlan]:
     """An IVF or HNSW index over ``xb`` (on the CPU) whose search breadth is given or tuned, and its plan.
 
     The breadth is tuned on up to 1,000 catalog rows held out of the index until the end, so they
     query it as new images would: a row already in the index finds itself and flatters the recall.
+    ``cells_from``: an earlier IVF index and its sidecar parameters whose trained cells to reuse (k-means
+    is most of an IVF build); the caller has checked that they still fit (why_retrain).
     """
     if len(xb) < MIN_APPROXIMATE:
         raise ValueError(f"an approximate ({kind}) index needs at least {MIN_APPROXIMATE} vectors, not {len(xb)}; "
                          "set index.kind to flat or auto")
     parameters: dict[str, Any] = {}
-    if kind == "ivf":
+    if kind == "ivf" and cells_from is not None:
+        index = faiss.clone_index(cells_from[0])
+        index.reset()  # the vectors go; the trained cells stay
+        parameters |= {key: cells_from[1][key] for key in ("trained_on", "quantization_error")}
+        parameters |= {"nlist": faiss.extract_index_ivf(index).nlist, "cells": "kept"}
+    elif kind == "ivf":
         parameters["nlist"] = nlist or default_nlist(len(xb))
-    index = empty_index(kind, xb.shape[1], metric, parameters.get("nlist", 1))
-    if kind == "ivf":
+        index = empty_index(kind, xb.shape[1], metric, parameters["nlist"])
         train_ivf(index, xb, gpu=gpu, seed=seed)
+        parameters |= {"trained_on": len(xb), "quantization_error": quantization_error(index, xb),
+                       "cells": "trained"}
     else:
+        index = empty_index(kind, xb.shape[1], metric)
         parameters |= {"M": HNSW_NEIGHBOURS, "efConstruction": HNSW_EF_CONSTRUCTION}
     held = held_out_rows(len(xb), seed=seed)
     kept = np.setdiff1d(np.arange(len(xb)), held)

@@ -17,7 +17,8 @@ import faiss
 import numpy as np
 
 from config import IndexConfig, LookbookError
-from indexer.approximate import IndexPlan, build_approximate, choose_kind, search_filled, set_search_breadth
+from indexer.approximate import (IndexPlan, build_approximate, choose_kind, default_nlist, search_filled,
+                                 set_search_breadth, why_retrain)
 from indexer.embeddings_file import embeddings_shape, file_sha256, read_embeddings
 
 log = logging.getLogger(__name__)
@@ -267,14 +268,42 @@ def index_request(config: IndexConfig) -> dict[str, Any]:
             "nprobe": config.nprobe, "recall_target": config.recall_target}
 
 
-def build_planned_index(xb: np.ndarray, config: IndexConfig) -> tuple[faiss.Index, IndexPlan]:
-    """The configured index over ``xb``: exact, or IVF / HNSW with a tuned search breadth (kind "auto": by size)."""
+def build_planned_index(xb: np.ndarray, config: IndexConfig, previous: Path | None = None
+                        ) -> tuple[faiss.Index, IndexPlan]:
+    """The configured index over ``xb``: exact, or IVF / HNSW with a tuned search breadth (kind "auto": by size).
+    ``previous``: an earlier index file of this catalog, whose IVF cells are kept while they still fit."""
     kind = choose_kind(len(xb), config.kind, config.approximate_from)
     if kind == "flat":
         return build_index(xb, config.metric, config.gpu), IndexPlan("flat")
     xb = _as_matrix(xb, "xb")
+    cells_from = _cells_to_keep(previous, xb, config) if kind == "ivf" and previous is not None else None
     return build_approximate(xb, kind, config.metric, nlist=config.nlist, nprobe=config.nprobe,
-                             recall_target=config.recall_target, gpu=kind == "ivf" and _wants_gpu(config.gpu))
+                             recall_target=config.recall_target, gpu=kind == "ivf" and _wants_gpu(config.gpu),
+                             cells_from=cells_from)
+
+
+def _cells_to_keep(previous: Path, xb: np.ndarray, config: IndexConfig) -> tuple[faiss.Index, dict] | None:
+    """The earlier IVF index and its parameters when its trained cells still fit ``xb``; else None (and why)."""
+    try:
+        sidecar = read_sidecar(previous)
+    except IndexFileError:
+        return None
+    if sidecar.get("kind") != "ivf" or sidecar.get("metric") != config.metric:
+        return None
+    if sidecar.get("request", {}) != index_request(config):
+        log.info("training new IVF cells: the index settings changed")
+        return None
+    try:
+        index = faiss.read_index(str(previous))
+    except RuntimeError as error:
+        log.warning("training new IVF cells: %s cannot be read (%s)", previous, error)
+        return None
+    reason = why_retrain(index, sidecar.get("parameters", {}), xb, config.nlist or default_nlist(len(xb)))
+    if reason:
+        log.info("training new IVF cells: %s", reason)
+        return None
+    log.info("keeping the IVF cells of %s: they still fit the catalog", previous)
+    return index, sidecar["parameters"]
 
 
 def build_index_file(embeddings_path: str | Path, index_path: str | Path, config: IndexConfig) -> IndexBuildReport:
@@ -290,7 +319,7 @@ def build_index_file(embeddings_path: str | Path, index_path: str | Path, config
                                 sidecar.get("kind", INDEX_KIND), sidecar.get("parameters", {}))
     vectors = read_embeddings(embeddings_path)
     device = "gpu" if _wants_gpu(config.gpu) else "cpu"
-    index, plan = build_planned_index(vectors.embeddings, config)
+    index, plan = build_planned_index(vectors.embeddings, config, index_path if index_path.is_file() else None)
     device = "cpu" if plan.kind == "hnsw" else device
     sidecar = make_sidecar(vectors.count, vectors.dimension, config.metric, embeddings_path, sha256, plan,
                            index_request(config))
