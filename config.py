@@ -247,6 +247,8 @@ class AppConfig:
     batch_wait_ms: float = 20.0
     # The longest a photo search waits for the model before a JSON 503 with Retry-After (a hung or swamped model).
     search_deadline_s: float = 30.0
+    # How often the server looks for a new build in the artifacts and swaps it in (search_app.reloading); 0: never.
+    reload_check_s: float = 5.0
 
     def __post_init__(self) -> None:
         _check_range("app.port", self.port, 0, 65535)
@@ -261,6 +263,7 @@ class AppConfig:
             raise ConfigError(f"app.batch_wait_ms: {self.batch_wait_ms!r} must be at most 1000")
         if not isinstance(self.search_deadline_s, (int, float)) or not 0.1 <= self.search_deadline_s <= 3600:
             raise ConfigError(f"app.search_deadline_s: {self.search_deadline_s!r} must be from 0.1 to 3600 seconds")
+        _check_nonnegative("app.reload_check_s", self.reload_check_s)
 
 
 @dataclass(frozen=True)

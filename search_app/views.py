@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from config import Config
@@ -20,8 +20,11 @@ IMAGE_MAX_AGE = 24 * 3600
 
 
 def current_engine() -> SearchEngine:
-    """The engine create_app loaded for this app."""
-    return current_app.extensions["lookbook"]
+    """The engine this request is served by: the one being served when it started, to its end, even if a
+    new build is swapped in meanwhile."""
+    if "lookbook_engine" not in g:
+        g.lookbook_engine = current_app.extensions["lookbook"].current
+    return g.lookbook_engine
 
 
 def current_config() -> Config:
@@ -85,7 +88,7 @@ def item_image_response(item_id: str) -> Response:
 @bp.get("/healthz")
 def healthz() -> Response:
     """Whether the model and index are loaded, and what is served, as JSON."""
-    return jsonify(current_engine().health())
+    return jsonify(current_app.extensions["lookbook"].health())
 
 
 def wants_json() -> bool:

@@ -1,12 +1,16 @@
 """Fixtures shared by all test packages: a tiny in-memory catalog and a small embedder config."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from embedder.catalogs.base import Catalog, CatalogImageError, CatalogItem
+from embedder.catalogs.deepfashion import ATTR_IMG, BBOX, CATEGORY_IMG, PARTITION
 
 torch.set_num_threads(2)
 
@@ -49,3 +53,36 @@ def sample_build_arguments(catalog_root, artifacts, batch_size: int = 16) -> lis
             str(artifacts), "--set", "catalog.subset=all", "--set", "embedder.image_size=32",
             "--set", "embedder.embedding_size=16", "--set", f"embedder.batch_size={batch_size}",
             "--set", "embedder.workers=0"]
+
+
+PER_IMAGE_FILES = (CATEGORY_IMG, BBOX, PARTITION, ATTR_IMG)
+
+
+class Listing:
+    """A generated catalog whose annotation files can list any subset of its images, as a shop's would."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files = {name: (root / name).read_text().splitlines() for name in PER_IMAGE_FILES}
+        self.names = [line.split()[0] for line in self.files[CATEGORY_IMG][2:]]
+        self.readable = [name for name in self.names if self._loads(name)]
+
+    def _loads(self, name: str) -> bool:
+        try:
+            Image.open(self.root / name).load()
+        except OSError:
+            return False
+        return True
+
+    def show_only(self, names: list[str]) -> None:
+        wanted = set(names)
+        for name, lines in self.files.items():
+            rows = [line for line in lines[2:] if line.split()[0] in wanted]
+            (self.root / name).write_text("\n".join([str(len(rows)), lines[1], *rows]) + "\n")
+
+    def redraw(self, name: str) -> None:
+        """A new photo under the same name (the product's image was replaced)."""
+        path = self.root / name
+        stat = path.stat()
+        ImageOps.mirror(ImageOps.invert(Image.open(path).convert("RGB"))).save(path, "JPEG", quality=80)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))

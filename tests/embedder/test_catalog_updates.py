@@ -3,7 +3,6 @@ ones, and gives what a full rebuild gives."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import faiss
@@ -11,46 +10,14 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageOps
 
-from embedder.catalogs.deepfashion import ATTR_IMG, BBOX, CATEGORY_IMG, PARTITION
+from embedder.catalogs.deepfashion import CATEGORY_IMG
 from embedder.catalogs.sample_deepfashion import write_sample_catalog
 from embedder.inference.partial_embeddings import PartialEmbeddings
 from manage import cli
-from tests.conftest import sample_build_arguments
+from tests.conftest import Listing, sample_build_arguments
 
-PER_IMAGE_FILES = (CATEGORY_IMG, BBOX, PARTITION, ATTR_IMG)
 BATCH = 4
-
-
-class Listing:
-    """A generated catalog whose annotation files can list any subset of its images, as a shop's would."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.files = {name: (root / name).read_text().splitlines() for name in PER_IMAGE_FILES}
-        self.names = [line.split()[0] for line in self.files[CATEGORY_IMG][2:]]
-        self.readable = [name for name in self.names if self._loads(name)]
-
-    def _loads(self, name: str) -> bool:
-        try:
-            Image.open(self.root / name).load()
-        except OSError:
-            return False
-        return True
-
-    def show_only(self, names: list[str]) -> None:
-        wanted = set(names)
-        for name, lines in self.files.items():
-            rows = [line for line in lines[2:] if line.split()[0] in wanted]
-            (self.root / name).write_text("\n".join([str(len(rows)), lines[1], *rows]) + "\n")
-
-    def redraw(self, name: str) -> None:
-        """A new photo under the same name (the product's image was replaced)."""
-        path = self.root / name
-        stat = path.stat()
-        ImageOps.mirror(ImageOps.invert(Image.open(path).convert("RGB"))).save(path, "JPEG", quality=80)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
 
 
 @pytest.fixture
