@@ -153,7 +153,7 @@ def build_index(config: Config, force: bool):
 
     with build_lock(config.artifacts):
         extraction = build_embeddings(config, force=force)
-        index = build_index_file(config.paths.embeddings, config.paths.index, config.index)
+        index = build_index_file(config.paths.embeddings, config.paths.index, config.index, force=force)
         report = {"embeddings": _as_dict(extraction), "index": _as_dict(index)}
         _write_json(config.paths.build_report, report)
     click.echo(_build_summary(extraction, index))

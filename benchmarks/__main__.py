@@ -9,7 +9,7 @@ import torch
 from benchmarks.common import cpu_peak, machine_line
 
 BENCHMARKS = ("embedding", "training", "pipeline", "scaling", "search", "gpu", "accuracy", "evaluate", "serving",
-              "openmp_wait")
+              "updates", "openmp_wait")
 
 
 def main(names: list[str]) -> None:

@@ -13,13 +13,14 @@ import argparse
 import io
 import os
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from embedder.catalogs.deepfashion import BBOX, CATEGORY_CLOTH, CATEGORY_IMG, PARTITION
+from embedder.catalogs.deepfashion import ATTR_IMG, BBOX, CATEGORY_CLOTH, CATEGORY_IMG, PARTITION
 
 # The real file's 50 categories have types 1 (upper), 2 (lower), 3 (full body); 20 upper-body ones.
 CATEGORIES = [(f"Upper_{n:02d}", 1) for n in range(20)] + [(f"Lower_{n:02d}", 2) for n in range(16)] \
@@ -95,6 +96,21 @@ def _write_annotations(root: Path, items: int, rng: np.random.Generator) -> None
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{len(lines)}\n{header}\n" + "".join(line + "\n" for line in lines))
+
+
+def read_listing(root: Path) -> dict[str, list[str]]:
+    """The lines of the catalog's annotation files that list its images, one row per image after two lines."""
+    return {name: (root / name).read_text().splitlines() for name in (CATEGORY_IMG, BBOX, PARTITION, ATTR_IMG)
+            if (root / name).is_file()}
+
+
+def list_only(root: Path, listing: dict[str, list[str]], names: Sequence[str]) -> None:
+    """Rewrite the annotation files (as read_listing gave them) to list only the images ``names``, as a shop
+    that adds and removes products would."""
+    wanted = set(names)
+    for name, lines in listing.items():
+        rows = [line for line in lines[2:] if line.split()[0] in wanted]
+        (root / name).write_text("\n".join([str(len(rows)), lines[1], *rows]) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -306,12 +306,14 @@ def _cells_to_keep(previous: Path, xb: np.ndarray, config: IndexConfig) -> tuple
     return index, sidecar["parameters"]
 
 
-def build_index_file(embeddings_path: str | Path, index_path: str | Path, config: IndexConfig) -> IndexBuildReport:
-    """Build and save the index over every row of the embeddings file, or reuse a matching one."""
+def build_index_file(embeddings_path: str | Path, index_path: str | Path, config: IndexConfig,
+                     force: bool = False) -> IndexBuildReport:
+    """Build and save the index over every row of the embeddings file, or reuse a matching one (and an IVF
+    index's trained cells while they fit); ``force``: build it all anew."""
     embeddings_path, index_path = Path(embeddings_path), Path(index_path)
     started = time.perf_counter()
     sha256 = file_sha256(embeddings_path) if embeddings_path.is_file() else ""
-    if sha256 and _reusable(index_path, embeddings_path, sha256, config):
+    if sha256 and not force and _reusable(index_path, embeddings_path, sha256, config):
         count, dimension = embeddings_shape(embeddings_path)
         sidecar = read_sidecar(index_path)
         log.info("reusing %s: it matches %s", index_path, embeddings_path)
@@ -319,7 +321,8 @@ def build_index_file(embeddings_path: str | Path, index_path: str | Path, config
                                 sidecar.get("kind", INDEX_KIND), sidecar.get("parameters", {}))
     vectors = read_embeddings(embeddings_path)
     device = "gpu" if _wants_gpu(config.gpu) else "cpu"
-    index, plan = build_planned_index(vectors.embeddings, config, index_path if index_path.is_file() else None)
+    previous = index_path if index_path.is_file() and not force else None
+    index, plan = build_planned_index(vectors.embeddings, config, previous)
     device = "cpu" if plan.kind == "hnsw" else device
     sidecar = make_sidecar(vectors.count, vectors.dimension, config.metric, embeddings_path, sha256, plan,
                            index_request(config))

@@ -10,7 +10,8 @@ import torch
 from PIL import Image, ImageOps
 
 from embedder.catalogs.base import Catalog, CatalogImageError, CatalogItem
-from embedder.catalogs.deepfashion import ATTR_IMG, BBOX, CATEGORY_IMG, PARTITION
+from benchmarks.deepfashion_layout import list_only, read_listing
+from embedder.catalogs.deepfashion import CATEGORY_IMG
 
 torch.set_num_threads(2)
 
@@ -55,15 +56,12 @@ def sample_build_arguments(catalog_root, artifacts, batch_size: int = 16) -> lis
             "--set", "embedder.workers=0"]
 
 
-PER_IMAGE_FILES = (CATEGORY_IMG, BBOX, PARTITION, ATTR_IMG)
-
-
 class Listing:
     """A generated catalog whose annotation files can list any subset of its images, as a shop's would."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.files = {name: (root / name).read_text().splitlines() for name in PER_IMAGE_FILES}
+        self.files = read_listing(root)
         self.names = [line.split()[0] for line in self.files[CATEGORY_IMG][2:]]
         self.readable = [name for name in self.names if self._loads(name)]
 
@@ -75,10 +73,7 @@ class Listing:
         return True
 
     def show_only(self, names: list[str]) -> None:
-        wanted = set(names)
-        for name, lines in self.files.items():
-            rows = [line for line in lines[2:] if line.split()[0] in wanted]
-            (self.root / name).write_text("\n".join([str(len(rows)), lines[1], *rows]) + "\n")
+        list_only(self.root, self.files, names)
 
     def redraw(self, name: str) -> None:
         """A new photo under the same name (the product's image was replaced)."""

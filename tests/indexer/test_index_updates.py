@@ -68,3 +68,9 @@ def test_a_catalog_grown_past_its_cells_trains_new_ones(tmp_path, catalog):
     grown = np.concatenate([vectors, clustered(rng, 5 * len(vectors), centres)])
     report = build_index_file(write(tmp_path, grown), tmp_path / "index.faiss", CONFIG)
     assert report.parameters["cells"] == "trained" and report.parameters["trained_on"] == len(grown)
+
+
+def test_force_trains_new_cells(tmp_path, catalog):
+    _, _, vectors = catalog
+    report = build_index_file(tmp_path / "embeddings.h5", tmp_path / "index.faiss", CONFIG, force=True)
+    assert not report.reused and report.parameters["cells"] == "trained" and report.count == len(vectors)
