@@ -178,6 +178,15 @@ class IndexConfig:
     nprobe: int = 0
     # recall@10 against exact search that the tuned nprobe must reach, on catalog vectors used as queries.
     recall_target: float = 0.97
+    # Where searches run (indexer.vector_store): "faiss" in the process, or "milvus": a Milvus Lite file
+    # (uri a path; "" is <artifacts>/milvus.db) or a Milvus server or cluster (uri http://host:19530).
+    backend: str = "faiss"
+    uri: str = ""
+    collection: str = ""  # "" is lookbook_<catalog kind>
+    # Milvus's index type for the collection: FLAT (exact), HNSW, IVF_FLAT; on a server also DISKANN, GPU_CAGRA.
+    milvus_index: str = "FLAT"
+    # The longest any one call to Milvus may take.
+    timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         _check_choice("index.kind", self.kind, ("auto", "flat", "ivf", "hnsw"))
@@ -187,6 +196,10 @@ class IndexConfig:
         _check_range("index.approximate_from", self.approximate_from, 1, 1 << 40)
         _check_range("index.nlist", self.nlist, 0, 1 << 24)
         _check_range("index.nprobe", self.nprobe, 0, 1 << 24)
+        _check_choice("index.backend", self.backend, ("faiss", "milvus"))
+        _check_choice("index.milvus_index", self.milvus_index, ("FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "DISKANN",
+                                                                "GPU_CAGRA", "AUTOINDEX"))
+        _check_nonnegative("index.timeout_s", self.timeout_s)
         if not isinstance(self.recall_target, (int, float)) or isinstance(self.recall_target, bool) \
                 or not 0 < self.recall_target <= 1:
             raise ConfigError(f"index.recall_target: {self.recall_target!r} must be a number in (0, 1]")

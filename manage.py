@@ -155,8 +155,24 @@ def build_index(config: Config, force: bool):
         extraction = build_embeddings(config, force=force)
         index = build_index_file(config.paths.embeddings, config.paths.index, config.index, force=force)
         report = {"embeddings": _as_dict(extraction), "index": _as_dict(index)}
+        if config.index.backend == "milvus":
+            report["milvus"] = _as_dict(_sync_milvus(config))
         _write_json(config.paths.build_report, report)
     click.echo(_build_summary(extraction, index))
+    if "milvus" in report:
+        sync = report["milvus"]
+        click.echo(f"  milvus          {sync['collection']}: {sync['rows']} items ({sync['added']} added, "
+                   f"{sync['updated']} updated, {sync['removed']} removed), {sync['seconds']:.1f} s")
+
+
+def _sync_milvus(config: Config):
+    """Make the catalog's Milvus collection hold what embeddings.h5 holds (index.backend = "milvus")."""
+    from indexer.embeddings_file import read_embeddings
+    from indexer.vector_store import sync_milvus
+
+    stored = read_embeddings(config.paths.embeddings)
+    return sync_milvus(config.index, config.artifacts, stored.catalog_kind, stored.item_id, stored.embeddings,
+                       stored.label, config.index.metric)
 
 
 @cli.command()

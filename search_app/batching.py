@@ -29,11 +29,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import faiss
 import numpy as np
 from PIL import Image
 
-from indexer.index import search as index_search
+from indexer.vector_store import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -268,13 +267,11 @@ def _settle(future: Future, result: Any = None, error: BaseException | None = No
 class QuerySearcher:
     """Embed a query image and find its ``depth`` nearest rows, sharing the work with concurrent queries."""
 
-    def __init__(self, embedder: QueryEmbedder, index: faiss.Index, index_lock: threading.Lock,
-                 max_batch: int = 1, max_wait_s: float = 0.0, deadline_s: float | None = None) -> None:
+    def __init__(self, embedder: QueryEmbedder, store: VectorStore, max_batch: int = 1, max_wait_s: float = 0.0,
+                 deadline_s: float | None = None) -> None:
         self.embedder = embedder
         self.deadline_s = deadline_s  # the longest a search waits for the model (BatchTimeout after)
-        self.index = index
-        # Held for every search of the index: faiss GPU indexes must not be searched concurrently.
-        self.index_lock = index_lock
+        self.store = store
         self.batcher = MicroBatcher(self._embed_and_search, max_batch=max_batch, max_wait_s=max_wait_s)
         self.embed_s = self.scan_s = 0.0  # where the batches' time goes, for /healthz
 
@@ -311,9 +308,8 @@ class QuerySearcher:
         vectors = np.asarray(self.embedder.embed([prepared for prepared, _ in queries]), dtype=np.float32)
         vectors = vectors.reshape(len(queries), -1)
         embedded = time.perf_counter()
-        deepest = min(max(depth for _, depth in queries), self.index.ntotal)
-        with self.index_lock:
-            D, I = index_search(self.index, vectors, deepest)
+        deepest = min(max(depth for _, depth in queries), len(self.store))
+        D, I = self.store.search(vectors, deepest)
         # Batches run one at a time (the batching thread, or the batcher's lock when max_batch is 1), so one
         # writer at a time; a reader may see one batch late.
         self.embed_s += embedded - started

@@ -17,11 +17,10 @@ from PIL import Image
 from config import Config
 from indexer.embeddings_file import EmbeddingsFile, EmbeddingsFileError, read_embeddings
 from indexer.index import load_index
-from indexer.index import search as index_search
 from indexer.knn import knn_vote, top_classes
+from indexer.vector_store import FaissStore, MilvusStore, VectorStore
 from search_app.batching import Found, QueryEmbedder, QuerySearcher
 from search_app.captioning import CaptionMaker
-from search_app.filtering import CategorySearch, without_row
 from search_app.items import ENCODED_IMAGES_KEPT, ItemImageUnavailable, ItemTable, display_image, encode_jpeg
 from search_app.results import Neighbour, Prediction, SearchResult
 
@@ -32,6 +31,14 @@ log = logging.getLogger(__name__)
 
 PREDICTIONS = 5
 REBUILD_HINT = "run `python manage.py build-index` first"
+
+
+def without_row(D: np.ndarray, I: np.ndarray, row: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Search results of one query without one row (the query item itself); unchanged for None."""
+    if row is None:
+        return D, I
+    keep = I[0] != row
+    return D[:, keep], I[:, keep]
 
 
 def similarity_from_distance(D: np.ndarray, metric: str) -> np.ndarray:
@@ -45,7 +52,7 @@ class SearchEngine:
     def __init__(
         self,
         embed_image: Callable[[Image.Image], np.ndarray] | QueryEmbedder,
-        index: faiss.Index,
+        index: faiss.Index | VectorStore,
         items: ItemTable,
         class_names: Sequence[str],
         load_item_image: Callable[[int], Image.Image],
@@ -61,19 +68,21 @@ class SearchEngine:
         vectors: np.ndarray | None = None,
     ) -> None:
         """``embed_image`` is an Image -> vector function, or a QueryEmbedder that embeds many prepared images
-        in one pass; concurrent queries then share up to ``max_batch`` passes and index scans. ``vectors``
-        (N x D, the embeddings file's) are what "more like this" searches with; without them the index
-        must give its vectors back (flat indexes do; IVF, HNSW-with-ids and GPU indexes do not)."""
-        if index.ntotal != len(items):
-            raise ValueError(f"the index holds {index.ntotal} vectors but the item table {len(items)} items")
+        in one pass; concurrent queries then share up to ``max_batch`` passes and index scans. ``index``: a
+        VectorStore, or a faiss index (searched in this process). ``vectors`` (N x D, the embeddings file's)
+        are what "more like this" searches with; without them the store must give its vectors back (Milvus
+        and flat faiss indexes do; faiss IVF, HNSW-with-ids and GPU indexes do not)."""
+        store = index if isinstance(index, VectorStore) else FaissStore(index, items.label, len(class_names))
+        if len(store) != len(items):
+            raise ValueError(f"the index holds {len(store)} vectors but the item table {len(items)} items")
         if len(items) == 0:
             raise ValueError(f"the catalog index is empty; {REBUILD_HINT}")
         if k < 1:
             raise ValueError(f"k (neighbours in the vote) must be at least 1, got {k}")
-        if vectors is not None and vectors.shape != (index.ntotal, index.d):
+        if vectors is not None and vectors.shape != (len(store), store.dimension):
             raise ValueError(f"vectors are {vectors.shape[0]} x {vectors.shape[1]} but the index holds "
-                             f"{index.ntotal} x {index.d}")
-        self.index = index
+                             f"{len(store)} x {store.dimension}")
+        self.store = store
         self.vectors = vectors
         self.items = items
         self.class_names = list(class_names)
@@ -82,17 +91,12 @@ class SearchEngine:
         self.k = k
         self.catalog_kind = catalog_kind
         self.model_name = model_name
-        self.metric = "ip" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
+        self.metric = store.metric
         # Without one, captions are the consensus of the neighbours' titles.
         self.captions = captions if captions is not None else CaptionMaker(items.title, has_titles)
-        # Restricting a search to one category: faiss skips the other rows itself, so paging stays exact.
-        self._by_category = CategorySearch(index, items.label, len(self.class_names))
-        # The app answers requests on several threads; faiss GPU indexes must not be searched concurrently.
-        self._search_lock = threading.Lock()
         if not isinstance(embed_image, QueryEmbedder):
             embed_image = QueryEmbedder.one_image_at_a_time(embed_image)
-        self.queries = QuerySearcher(embed_image, index, self._search_lock, max_batch, batch_wait_ms / 1e3,
-                                     search_deadline_s)
+        self.queries = QuerySearcher(embed_image, store, max_batch, batch_wait_ms / 1e3, search_deadline_s)
 
     @property
     def count(self) -> int:
@@ -123,8 +127,7 @@ class SearchEngine:
         if self.vectors is not None:
             xq = np.ascontiguousarray(self.vectors[row : row + 1], dtype=np.float32)
         else:
-            with self._search_lock:
-                xq = self.index.reconstruct(row).reshape(1, -1)
+            xq = self.store.vector(row)
         return self._search_vector(xq, n_results, started, category, offset, exclude_row=row)
 
     @staticmethod
@@ -145,12 +148,11 @@ class SearchEngine:
         skip = int(exclude_row is not None)
         vote_k = min(self.k, self.count - skip)
         wanted = offset + n_results + skip
-        if found is None or label is not None:
-            with self._search_lock:
-                if found is None:
-                    found = (xq, *index_search(self.index, xq, self._depth(n_results, offset, skip)))
-                if label is not None:
-                    Dc, Ic = self._by_category.search(xq, label, wanted)
+        if found is None:
+            found = (xq, *self.store.search(xq, self._depth(n_results, offset, skip)))
+        if label is not None:
+            # Within one category the store skips the other rows itself, so paging stays exact.
+            Dc, Ic = self.store.search(xq, wanted, label=label)
         D, I = without_row(found[1], found[2], exclude_row)
         scores = knn_vote(D[:, :vote_k], I[:, :vote_k], self.items.label, len(self.class_names), self.metric)
         classes, class_scores = top_classes(scores, PREDICTIONS)
@@ -165,7 +167,7 @@ class SearchEngine:
         available = self.count
         if label is not None:
             D, I = without_row(Dc, Ic, exclude_row)
-            available = self._by_category.count(label)
+            available = self.store.count_of(label)
         if exclude_row is not None and (label is None or int(self.items.label[exclude_row]) == label):
             available -= 1
         neighbours = self._neighbours(D[0, offset:offset + n_results], I[0, offset:offset + n_results])
@@ -242,7 +244,8 @@ class SearchEngine:
             "status": "ok",
             "model_loaded": True,
             "model_name": self.model_name,
-            "index_loaded": self.index is not None and self.index.ntotal > 0,
+            "index_loaded": len(self.store) > 0,
+            "index_backend": self.store.backend,
             "items": self.count,
             "classes": len(self.class_names),
             "class_names": self.class_names,
@@ -250,27 +253,33 @@ class SearchEngine:
             "has_titles": self.has_titles,
             "caption_method": self.captions.method,
             "runtime": self.queries.runtime,
-            "embedding_size": int(self.index.d),
+            "embedding_size": int(self.store.dimension),
             "metric": self.metric,
             "k": self.k,
             "batching": self.queries.stats(),
         }
 
     def close(self) -> None:
-        """Stop the batching thread once the queries already queued are answered."""
+        """Stop the batching thread once the queries already queued are answered, and let go of the store."""
         self.queries.close()
+        self.store.close()
 
     @classmethod
     def from_artifacts(cls, config: Config) -> SearchEngine:
         """The engine for config's artifacts: embeddings.h5, index.faiss, the checkpoint they name, the catalog."""
         embeddings_path, index_path = artifact_paths(config)
         stored = read_embeddings(embeddings_path)
-        index = load_index(index_path, embeddings_path, config.index.gpu)
+        if config.index.backend == "milvus":
+            store = MilvusStore.open(config.index, config.artifacts, stored.catalog_kind, stored.item_id,
+                                     stored.label, stored.dimension, config.index.metric)
+        else:
+            index = load_index(index_path, embeddings_path, config.index.gpu)
+            store = FaissStore(index, stored.label, len(stored.class_names))
         device = query_device(config)
-        queries = load_query_embedder(config, stored, index, device)
+        queries = load_query_embedder(config, stored, store.dimension, device)
         load_item_image = _catalog_image_loader(config, stored)
         return cls(
-            queries, index, ItemTable.from_embeddings(stored), stored.class_names, load_item_image,
+            queries, store, ItemTable.from_embeddings(stored), stored.class_names, load_item_image,
             has_titles=stored.has_titles, k=config.index.k, catalog_kind=stored.catalog_kind,
             model_name=stored.model_name, max_batch=config.app.max_batch, batch_wait_ms=config.app.batch_wait_ms,
             search_deadline_s=config.app.search_deadline_s, captions=_caption_maker(config, stored, device), vectors=stored.embeddings,
@@ -295,16 +304,17 @@ def query_device(config: Config) -> str:
     return resolve_device(config.embedder.device)
 
 
-def load_query_embedder(config: Config, stored: EmbeddingsFile, index: faiss.Index, device: str) -> QueryEmbedder:
-    """The embedder of the checkpoint that made ``stored``, ready for queries and checked against ``index``."""
+def load_query_embedder(config: Config, stored: EmbeddingsFile, dimension: int, device: str) -> QueryEmbedder:
+    """The embedder of the checkpoint that made ``stored``, ready for queries and checked against the
+    index's ``dimension``."""
     loaded = _load_matching_checkpoint(stored, config.paths.checkpoint, device)
     query_embedder = _query_embedder(loaded, device, config, stored.mirror_average)
     # One query at start-up: the first shopper does not wait for the warm-up, and a model that
     # does not fit the index is found now rather than on every request.
     probe = query_embedder.embed_one(Image.new("RGB", (64, 64), "white"))
-    if probe.shape != (1, index.d):
+    if probe.shape != (1, dimension):
         raise EmbeddingsFileError(f"the checkpoint makes vectors of dimension {probe.shape[1]} but the index "
-                                  f"holds vectors of dimension {index.d}; re-run `python manage.py build-index`")
+                                  f"holds vectors of dimension {dimension}; re-run `python manage.py build-index`")
     log.info("serving %d %s items with %s (checkpoint %s) on %s", stored.count, stored.catalog_kind,
              stored.model_name, stored.checkpoint_sha256[:12], device)
     return query_embedder

@@ -9,23 +9,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from indexer.vector_store import FaissStore
 from search_app.batching import QueryEmbedder, QuerySearcher
 
 DIMENSION = 8
 
 
-class CountingIndex:
-    """A flat inner-product index that records how many queries each search call carried."""
+class CountingIndex(FaissStore):
+    """A flat inner-product store that records how many queries each search call carried."""
 
     def __init__(self, vectors: np.ndarray) -> None:
         self.flat = faiss.IndexFlatIP(vectors.shape[1])
         self.flat.add(vectors)
-        self.d, self.ntotal = self.flat.d, self.flat.ntotal
+        super().__init__(self.flat, np.zeros(len(vectors), np.int64), 1)
         self.calls: list[int] = []
 
-    def search(self, xq: np.ndarray, k: int):
+    def search(self, xq: np.ndarray, k: int, label: int | None = None):
         self.calls.append(len(xq))
-        return self.flat.search(xq, k)
+        return super().search(xq, k, label)
 
 
 def unit_vectors(count: int, seed: int) -> np.ndarray:
@@ -63,7 +64,7 @@ def test_concurrent_queries_share_one_pass_and_one_scan_and_get_their_own_rows(c
     index = CountingIndex(catalog)
     recorder = RecordingEmbedder()
     searcher = QuerySearcher(QueryEmbedder(prepare=pixels_to_vector, embed=recorder.embed), index,
-                             threading.Lock(), max_batch=8, max_wait_s=1.0)
+                             max_batch=8, max_wait_s=1.0)
     queries = unit_vectors(8, seed=2)
     depths = [1, 3, 5, 2, 8, 4, 6, 7]
 
@@ -94,7 +95,7 @@ def test_concurrent_queries_share_one_pass_and_one_scan_and_get_their_own_rows(c
 
 def test_a_vector_that_does_not_fit_the_index_is_an_error_for_its_query_only(catalog):
     searcher = QuerySearcher(QueryEmbedder.one_image_at_a_time(lambda image: np.ones(3, dtype=np.float32)),
-                             faiss.IndexFlatIP(DIMENSION), threading.Lock())
+                             FaissStore(faiss.IndexFlatIP(DIMENSION), np.zeros(0, np.int64), 1))
     with pytest.raises(ValueError, match="dimension 3 .* dimension 8"):
         searcher.search(Image.new("RGB", (4, 4)), depth=2)
     with pytest.raises(ValueError, match="depth must be at least 1"):
@@ -103,7 +104,7 @@ def test_a_vector_that_does_not_fit_the_index_is_an_error_for_its_query_only(cat
 
 def test_depth_beyond_the_catalog_returns_the_whole_catalog(catalog):
     index = CountingIndex(catalog[:5])
-    searcher = QuerySearcher(QueryEmbedder.one_image_at_a_time(pixels_to_vector), index, threading.Lock())
+    searcher = QuerySearcher(QueryEmbedder.one_image_at_a_time(pixels_to_vector), index)
     vector, D, I = searcher.search(colour_image(catalog[0]), depth=50)
     assert sorted(I[0].tolist()) == [0, 1, 2, 3, 4]
     np.testing.assert_allclose(searcher.embed(colour_image(catalog[0])), vector[0])

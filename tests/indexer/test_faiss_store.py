@@ -1,11 +1,12 @@
-"""CategorySearch against a numpy brute-force reference, on seeded random unit vectors."""
+"""A FAISS store's category search against a numpy brute-force reference, on seeded random unit vectors."""
 from __future__ import annotations
 
 import faiss
 import numpy as np
 import pytest
 
-from search_app.filtering import CategorySearch, without_row
+from indexer.vector_store import FaissStore
+from search_app.engine import without_row
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def data():
 def test_the_nearest_rows_of_a_class_match_brute_force(data, label, k):
     xb, labels, index = data
     xq = xb[:1] * 0.7 + xb[1:2] * 0.3  # no ties
-    D, I = CategorySearch(index, labels, 4).search(xq, label, k)
+    D, I = FaissStore(index, labels, 4).search(xq, k, label=label)
     rows = np.flatnonzero(labels == label)
     expected = rows[np.argsort(-(xb[rows] @ xq[0]), kind="stable")][:k]
     assert I[0].tolist() == expected.tolist()
@@ -34,9 +35,9 @@ def test_the_nearest_rows_of_a_class_match_brute_force(data, label, k):
 
 def test_an_empty_class_finds_nothing(data):
     xb, labels, index = data
-    search = CategorySearch(index, labels, 4)
-    D, I = search.search(xb[:1], 3, 10)
-    assert search.count(3) == 0 and (I < 0).all()
+    store = FaissStore(index, labels, 4)
+    D, I = store.search(xb[:1], 10, label=3)
+    assert store.count_of(3) == 0 and (I < 0).all()
 
 
 def test_without_row_drops_only_that_row():
