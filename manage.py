@@ -144,15 +144,19 @@ def average_weights(config: Config, checkpoints: tuple[str, ...], output: str | 
 
 @cli.command("build-index")
 @click.option("--force", is_flag=True, help="Re-embed and re-index even when the artifacts are current.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Embed in this process, or on Ray Data (pip install -e '.[cluster]').")
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="With --engine ray: the Ray cluster to use ('auto': this machine's; default: start a local one).")
 @click.pass_obj
 @command
-def build_index(config: Config, force: bool):
+def build_index(config: Config, force: bool, engine: str, address: str | None):
     """Embed every catalog image into embeddings.h5 and build the FAISS index over them."""
     from embedder.inference.build import build_embeddings, build_lock
     from indexer.index import build_index_file
 
     with build_lock(config.artifacts):
-        extraction = build_embeddings(config, force=force)
+        extraction = build_embeddings(config, force=force, engine=engine, address=address)
         index = build_index_file(config.paths.embeddings, config.paths.index, config.index, force=force)
         report = {"embeddings": _as_dict(extraction), "index": _as_dict(index)}
         if config.index.backend == "milvus":

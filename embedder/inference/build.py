@@ -52,8 +52,10 @@ def build_lock(artifacts: Path) -> Iterator[None]:
         yield
 
 
-def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
-    """Make ``<artifacts>/embeddings.h5`` for the configured catalog, unless an up-to-date one exists."""
+def build_embeddings(config: Config, force: bool = False, engine: str = "local",
+                     address: str | None = None) -> ExtractionReport:
+    """Make ``<artifacts>/embeddings.h5`` for the configured catalog, unless an up-to-date one exists;
+    ``engine`` "ray" embeds on Ray (at ``address``, else a local cluster)."""
     artifacts = config.artifacts
     artifacts.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.embedder.device)
@@ -88,4 +90,6 @@ def build_embeddings(config: Config, force: bool = False) -> ExtractionReport:
         runtime=config.embedder.runtime,
         fingerprints=fingerprints,
         diff=diff,
+        engine=engine,
+        address=address,
     )

@@ -128,11 +128,14 @@ def embed_catalog(
     runtime: str = "auto",
     fingerprints: Sequence[str] | None = None,
     diff: CatalogDiff | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> ExtractionReport:
     """Embed every catalog image into ``output`` (HDF5), resuming an interrupted run; returns the report.
 
     ``fingerprints`` (Catalog.fingerprints, computed when not given) are stored for the next build; ``diff``
-    (catalog_diff) names the items whose vectors are taken from the existing ``output`` instead.
+    (catalog_diff) names the items whose vectors are taken from the existing ``output`` instead. ``engine``
+    "ray" embeds on Ray Data (embedder.inference.ray_extract; a cluster at ``address``, else a local one).
 
     ``precision``, ``compile_model`` and ``runtime`` choose how the network runs (embedder.inference.network).
     ``attributes["mirror_average"]`` (embeddings_attributes) says whether each image's vector is averaged
@@ -164,10 +167,17 @@ def embed_catalog(
         images = CatalogImages(catalog, pending, build_pixel_transform(embedder.preprocessing),
                                embedder.preprocessing.image_size, torch.uint8)
         with tqdm(total=len(catalog), initial=resumed, unit="img", desc="embedding", smoothing=0.1) as progress:
-            for rows, vectors, errors in _embeddings(model, embedder, images, batch_size, workers, device, precision,
-                                                     pad=compile_model):
-                partial.write(rows, vectors, errors)
-                progress.update(len(rows))
+            if engine == "ray" and len(pending):
+                from embedder.inference.ray_extract import embed_with_ray
+
+                runtime = embed_with_ray(catalog, embedder, partial, pending, batch_size=batch_size, device=device,
+                                         runtime=runtime, precision=precision, mirror_average=mirror_average,
+                                         artifacts=output.parent, address=address, progress=progress.update)
+            else:
+                for rows, vectors, errors in _embeddings(model, embedder, images, batch_size, workers, device,
+                                                         precision, pad=compile_model):
+                    partial.write(rows, vectors, errors)
+                    progress.update(len(rows))
         skipped = partial.skipped(catalog.items)
         for item in skipped:
             log.warning("Skipped %s (%s): %s", item.item_id, item.path, item.reason)
