@@ -262,6 +262,10 @@ class AppConfig:
     search_deadline_s: float = 30.0
     # How often the server looks for a new build in the artifacts and swaps it in (search_app.reloading); 0: never.
     reload_check_s: float = 5.0
+    # Where queries are embedded: "local" in this process, or "ray": the Ray Serve deployment that
+    # `manage.py serve-embedder` made on the Ray cluster at ray_address ("" : the one this machine is in).
+    embedder: str = "local"
+    ray_address: str = ""
 
     def __post_init__(self) -> None:
         _check_range("app.port", self.port, 0, 65535)
@@ -277,6 +281,7 @@ class AppConfig:
         if not isinstance(self.search_deadline_s, (int, float)) or not 0.1 <= self.search_deadline_s <= 3600:
             raise ConfigError(f"app.search_deadline_s: {self.search_deadline_s!r} must be from 0.1 to 3600 seconds")
         _check_nonnegative("app.reload_check_s", self.reload_check_s)
+        _check_choice("app.embedder", self.embedder, ("local", "ray"))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -270,6 +271,36 @@ def serve(config: Config, host: str | None, port: int | None, prod: bool):
     app = create_app(config)
     click.echo(f"Lookbook is serving {config.catalog.kind} search on http://{host}:{port}/")
     app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@cli.command("serve-embedder")
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="The Ray cluster to deploy on ('auto': this machine's; default: start a local one and keep it).")
+@click.option("--replicas", type=int, default=1, show_default=True, help="Replicas to start with.")
+@click.option("--max-replicas", type=int, default=0, help="Let Ray Serve add replicas up to this many while queries queue.")
+@click.option("--gpus", type=float, default=0.0, show_default=True, help="GPUs per replica.")
+@click.pass_obj
+@command
+def serve_embedder(config: Config, address: str | None, replicas: int, max_replicas: int, gpus: float):
+    """Deploy the query embedder on Ray Serve, for web servers run with app.embedder = "ray"."""
+    import ray
+
+    from embedder.inference.ray_serve import deploy_embedder
+    from indexer.embeddings_file import read_embeddings
+
+    stored = read_embeddings(config.paths.embeddings)  # queries must be embedded by the catalog's checkpoint
+    checkpoint = Path(stored.checkpoint_path)
+    checkpoint = checkpoint if checkpoint.is_file() else config.paths.checkpoint
+    ray.init(address=address, include_dashboard=False)
+    deploy_embedder(checkpoint, stored.checkpoint_sha256, runtime=config.embedder.runtime,
+                    precision=config.embedder.precision, artifacts=config.artifacts,
+                    mirror_average=stored.mirror_average, replicas=replicas, max_replicas=max_replicas, gpus=gpus,
+                    max_batch=config.app.max_batch, batch_wait_s=config.app.batch_wait_ms / 1e3)
+    click.echo(f"The query embedder is deployed on Ray ({ray.get_runtime_context().gcs_address}); run the web "
+               "server with --set app.embedder=ray")
+    if address is None:  # the local cluster lives as long as this process
+        click.echo("Serving until interrupted (Ctrl-C).")
+        threading.Event().wait()
 
 
 def _evaluate_captions(config: Config, vectors) -> None:

@@ -19,7 +19,7 @@ from indexer.embeddings_file import EmbeddingsFile, EmbeddingsFileError, read_em
 from indexer.index import load_index
 from indexer.knn import knn_vote, top_classes
 from indexer.vector_store import FaissStore, MilvusStore, VectorStore
-from search_app.batching import Found, QueryEmbedder, QuerySearcher
+from search_app.batching import BatchTimeout, Found, QueryEmbedder, QuerySearcher
 from search_app.captioning import CaptionMaker
 from search_app.items import ENCODED_IMAGES_KEPT, ItemImageUnavailable, ItemTable, display_image, encode_jpeg
 from search_app.results import Neighbour, Prediction, SearchResult
@@ -306,9 +306,12 @@ def query_device(config: Config) -> str:
 
 def load_query_embedder(config: Config, stored: EmbeddingsFile, dimension: int, device: str) -> QueryEmbedder:
     """The embedder of the checkpoint that made ``stored``, ready for queries and checked against the
-    index's ``dimension``."""
-    loaded = _load_matching_checkpoint(stored, config.paths.checkpoint, device)
-    query_embedder = _query_embedder(loaded, device, config, stored.mirror_average)
+    index's ``dimension``: in this process, or the Ray Serve deployment (app.embedder = "ray")."""
+    if config.app.embedder == "ray":
+        query_embedder = _ray_query_embedder(config, stored)
+    else:
+        loaded = _load_matching_checkpoint(stored, config.paths.checkpoint, device)
+        query_embedder = _query_embedder(loaded, device, config, stored.mirror_average)
     # One query at start-up: the first shopper does not wait for the warm-up, and a model that
     # does not fit the index is found now rather than on every request.
     probe = query_embedder.embed_one(Image.new("RGB", (64, 64), "white"))
@@ -359,6 +362,31 @@ def _query_embedder(loaded: LoadedEmbedder, device: str, config: Config, mirror_
         # the first batch would otherwise pay the other network's warm-up (oneDNN prepares its kernels then).
         embed([torch.zeros(3, preprocessing.image_size, preprocessing.image_size, dtype=torch.uint8)] * FEW_QUERIES)
     return QueryEmbedder(prepare=build_pixel_transform(preprocessing), embed=embed, runtime=runtime)
+
+
+def _ray_query_embedder(config: Config, stored: EmbeddingsFile) -> QueryEmbedder:
+    """Queries resized here and embedded by the Ray Serve replicas, each call within app.search_deadline_s
+    (BatchTimeout, a JSON 503, after it); the replicas check that their checkpoint is the catalog's."""
+    from embedder.inference.ray_serve import embedder_handle
+    from embedder.transforms import Preprocessing, build_pixel_transform
+
+    handle = embedder_handle(config.app.ray_address or None)
+    deadline_s = config.app.search_deadline_s
+
+    def embed(pixels: Sequence[Any]) -> np.ndarray:
+        # One call a query, so that Ray Serve batches the queries of every web server together.
+        responses = [handle.remote(image.numpy()) for image in pixels]
+        deadline = time.monotonic() + deadline_s
+        try:
+            return np.stack([response.result(timeout_s=max(0.0, deadline - time.monotonic()))
+                             for response in responses])
+        except TimeoutError as error:
+            for response in responses:
+                response.cancel()
+            raise BatchTimeout(f"the Ray Serve embedder did not answer within {deadline_s:g} s") from error
+
+    preprocessing = Preprocessing.from_dict(stored.preprocessing)
+    return QueryEmbedder(prepare=build_pixel_transform(preprocessing), embed=embed, runtime="ray serve")
 
 
 def _caption_maker(config: Config, stored: EmbeddingsFile, device: str) -> CaptionMaker:

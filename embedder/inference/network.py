@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch.fx.experimental.optimization import fuse
 
@@ -177,3 +178,25 @@ def prepare_model(model: torch.nn.Module, device: str, compile_model: bool = Fal
     if mirror_average:
         model = MirrorAveraged(model)
     return torch.compile(model, dynamic=False) if compile_model else model
+
+
+def load_checked_network(checkpoint: Path, sha256: str, device: str, runtime: str, precision: str, artifacts: Path,
+                         mirror_average: bool = False) -> tuple[Callable[[torch.Tensor], np.ndarray], str]:
+    """For a worker elsewhere (Ray): the checkpoint at ``checkpoint``, checked to be the one with ``sha256``,
+    as a function from a uint8 pixel batch to vectors (normalised as build-index does), and its runtime."""
+    from embedder.checkpoint import load_checkpoint
+    from embedder.inference.extract import embed_batch
+    from embedder.transforms import normalize_batch
+
+    loaded = load_checkpoint(Path(checkpoint), device)
+    if loaded.sha256 != sha256:
+        raise RuntimeError(f"{checkpoint} here is not the checkpoint that embedded the catalog (sha256 "
+                           f"{loaded.sha256[:12]}..., expected {sha256[:12]}...)")
+    model, runtime = prepare_checkpoint(loaded, device, runtime, precision, Path(artifacts),
+                                        mirror_average=mirror_average)
+    precision = resolve_precision(precision, device, runtime)
+
+    def embed(pixels: torch.Tensor) -> np.ndarray:
+        return embed_batch(model, normalize_batch(pixels.to(device), loaded.preprocessing), device, precision)
+
+    return embed, runtime

@@ -48,27 +48,15 @@ class EmbedImages:
 
     def __init__(self, checkpoint: str, sha256: str, device: str, runtime: str, precision: str, artifacts: str,
                  mirror_average: bool) -> None:
-        from embedder.checkpoint import load_checkpoint
-        from embedder.inference.network import prepare_checkpoint, resolve_precision
+        from embedder.inference.network import load_checked_network
 
-        loaded = load_checkpoint(Path(checkpoint), device)
-        if loaded.sha256 != sha256:
-            raise RuntimeError(f"{checkpoint} on this worker is not the checkpoint build-index embeds with "
-                               f"(sha256 {loaded.sha256[:12]}..., expected {sha256[:12]}...)")
-        self.model, runtime = prepare_checkpoint(loaded, device, runtime, precision, Path(artifacts),
-                                                 mirror_average=mirror_average)
-        self.preprocessing, self.device = loaded.preprocessing, device
-        self.precision = resolve_precision(precision, device, runtime)
+        self.embed, _ = load_checked_network(Path(checkpoint), sha256, device, runtime, precision, Path(artifacts),
+                                             mirror_average)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from embedder.inference.extract import embed_batch
-        from embedder.transforms import normalize_batch
-
-        pixels = normalize_batch(torch.from_numpy(batch["pixels"]).to(self.device), self.preprocessing)
-        return {"row": batch["row"], "vector": embed_batch(self.model, pixels, self.device, self.precision),
-                "error": batch["error"]}
+        return {"row": batch["row"], "vector": self.embed(torch.from_numpy(batch["pixels"])), "error": batch["error"]}
 
 
 def embed_with_ray(catalog: Catalog, embedder: LoadedEmbedder, partial: PartialEmbeddings, pending: Sequence[int],
