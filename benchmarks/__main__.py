@@ -9,7 +9,7 @@ import torch
 from benchmarks.common import cpu_peak, machine_line
 
 BENCHMARKS = ("embedding", "training", "pipeline", "scaling", "search", "gpu", "accuracy", "evaluate", "serving",
-              "updates", "openmp_wait")
+              "updates", "cluster", "openmp_wait")
 
 
 def main(names: list[str]) -> None:
