@@ -62,29 +62,24 @@ def diff_catalog(path: Path, attributes: dict, items: Sequence[CatalogItem], fin
     except (OSError, KeyError, ValueError) as error:
         log.warning("Not reusing the vectors of %s: it cannot be read (%s)", path, error)
         return None
-    row_of = {item_id: (row, fingerprint) for row, (item_id, fingerprint) in enumerate(zip(stored["item_id"], prints))}
-    skipped_of = {item_id: (fingerprint, reason)
-                  for item_id, fingerprint, reason in zip(skipped_ids, skipped_prints, skipped_reasons)}
     kept, kept_from, kept_skipped, reasons, added, changed = [], [], [], [], 0, 0
+    # Per stored id: its fingerprint, and where a kept item's row and its stored row (or skip reason) go.
+    known = {item_id: (fingerprint, kept, kept_from, row)
+             for row, (item_id, fingerprint) in enumerate(zip(stored["item_id"], prints))}
+    known.update({item_id: (fingerprint, kept_skipped, reasons, reason)
+                  for item_id, fingerprint, reason in zip(skipped_ids, skipped_prints, skipped_reasons)})
     for row, (item, fingerprint) in enumerate(zip(items, fingerprints)):
-        if item.item_id in row_of:
-            stored_row, stored_print = row_of[item.item_id]
-            if stored_print == fingerprint:
-                kept.append(row)
-                kept_from.append(stored_row)
-            else:
-                changed += 1
-        elif item.item_id in skipped_of:
-            stored_print, reason = skipped_of[item.item_id]
-            if stored_print == fingerprint:
-                kept_skipped.append(row)
-                reasons.append(reason)
-            else:
-                changed += 1
-        else:
+        if item.item_id not in known:
             added += 1
+            continue
+        stored_print, rows, values, value = known[item.item_id]
+        if stored_print != fingerprint:
+            changed += 1
+        else:
+            rows.append(row)
+            values.append(value)
     present = {item.item_id for item in items}
-    removed = sum(item_id not in present for item_id in row_of) + sum(item_id not in present for item_id in skipped_of)
+    removed = sum(item_id not in present for item_id in known)
     kept_rows, kept_from_rows = np.array(kept, np.int64), np.array(kept_from, np.int64)
     current = (added == changed == removed == 0 and same_attributes
                and np.array_equal(kept_from_rows, np.arange(len(prints)))
