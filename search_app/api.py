@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, url_for
 
+from search_app.match_strength import match_label
 from search_app.query import (ITEM_SETTINGS, PHOTO_SETTINGS, SearchQuery, parse_item_search, parse_photo_search,
                               receive_body, refuse_blank, refuse_unknown, require_item)
 from search_app.results import Caption, SearchResult
@@ -145,6 +146,8 @@ def result_json(result: SearchResult, query: SearchQuery, total_ms: float) -> di
                 "title": n.title,
                 "category": n.category,
                 "similarity": round(n.similarity, 6),
+                "match": n.match,
+                "match_label": match_label(n.match),
                 "image_url": url,
             }
             for number, (n, url) in enumerate(zip(result.neighbours, urls))

@@ -22,6 +22,7 @@ from indexer.vector_store import FaissStore, MilvusStore, VectorStore
 from search_app.batching import BatchTimeout, Found, QueryEmbedder, QuerySearcher
 from search_app.captioning import CaptionMaker
 from search_app.items import ENCODED_IMAGES_KEPT, ItemImageUnavailable, ItemTable, display_image, encode_jpeg
+from search_app.match_strength import MatchScale
 from search_app.results import Neighbour, Prediction, SearchResult
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ class SearchEngine:
         self.metric = store.metric
         # Without one, captions are the consensus of the neighbours' titles.
         self.captions = captions if captions is not None else CaptionMaker(items.title, has_titles)
+        # Where a result's similarity lies among the catalog's own neighbour similarities, for shoppers.
+        self.match_scale = None if vectors is None else MatchScale.of_catalog(
+            vectors, store.search, lambda D: similarity_from_distance(D, self.metric))
         if not isinstance(embed_image, QueryEmbedder):
             embed_image = QueryEmbedder.one_image_at_a_time(embed_image)
         self.queries = QuerySearcher(embed_image, store, max_batch, batch_wait_ms / 1e3, search_deadline_s)
@@ -203,6 +207,7 @@ class SearchEngine:
                 title=str(self.items.title[row]),
                 category=self.class_names[int(self.items.label[row])],
                 similarity=float(similarity),
+                match=None if self.match_scale is None else self.match_scale.percent(similarity),
             )
             for similarity, row in zip(similarities.tolist(), rows.tolist())
             if row >= 0

@@ -22,6 +22,9 @@ class Neighbour:
     title: str
     category: str
     similarity: float  # cosine similarity of the L2-normalised vectors, 1 = identical
+    # The share (0-100) of catalog items' similarities to their nearest neighbours below this one's;
+    # None where the catalog gave no scale (search_app.match_strength).
+    match: int | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from config import Config
 from search_app.engine import SearchEngine
 from search_app.items import ItemImageUnavailable
+from search_app.match_strength import match_label
 from search_app.query import parse_item_search, parse_photo_search, receive_body
 from search_app.uploads import UploadError, drain_refused_body, oversized_body_allowance, preview_data_url
 
@@ -35,7 +36,8 @@ def current_config() -> Config:
 @bp.app_context_processor
 def page_context() -> dict:
     """What every page shows: the catalog being searched and the upload limit."""
-    return {"engine": current_engine(), "max_upload_bytes": current_app.config["MAX_CONTENT_LENGTH"]}
+    return {"engine": current_engine(), "max_upload_bytes": current_app.config["MAX_CONTENT_LENGTH"],
+            "match_label": match_label}
 
 
 @bp.get("/")

@@ -197,7 +197,11 @@
       image.alt = item.title || (item.category + ", item " + item.item_id);
       $(".card-title", card).textContent = item.title || item.item_id;
       $(".card-category", card).textContent = item.category;
-      $(".similarity", card).textContent = "similarity " + item.similarity.toFixed(3);
+      var strength = $(".similarity", card);
+      strength.textContent = "#" + item.rank + (item.match === null ? " · similarity " + item.similarity.toFixed(3)
+        : " · " + item.match_label + " (" + item.match + ")");
+      strength.title = "cosine similarity " + item.similarity.toFixed(4) + (item.match === null ? ""
+        : "; closer than " + item.match + " % of catalog items are to their nearest neighbours");
       var more = $(".more-like", card);
       more.href = "/items/" + encodeURIComponent(item.item_id);
       more.dataset.itemId = item.item_id;

@@ -31,13 +31,20 @@ def map_body(context, body):
     """A form's "image" holds an image: the document says so in words, which a JSON Schema cannot check
     (`format: binary` is any bytes), so the fuzzer is told here; bodies sent as image/* are images already."""
     fields = getattr(body, "body", body)  # a form, bare or with its parts' content types
-    if isinstance(fields, dict) and "image" in fields:
+    if not isinstance(fields, dict):
+        return body
+    changed = dict(fields)
+    if "image" in fields:
         try:
             Image.open(io.BytesIO(getattr(fields["image"], "data", fields["image"]))).verify()
         except Exception:  # noqa: BLE001 (anything Pillow cannot read is replaced)
-            fields = {**fields, "image": png()}
-            return dataclasses.replace(body, body=fields) if dataclasses.is_dataclass(body) else fields
-    return body
+            changed["image"] = png()
+    # A field whose value is null or an empty list is left out of the multipart body when it is encoded, so
+    # a request meant to carry an unknown field would arrive without it: send it as an empty part.
+    changed.update({name: "" for name, value in fields.items() if name != "image" and value in (None, [])})
+    if changed == fields:
+        return body
+    return dataclasses.replace(body, body=changed) if dataclasses.is_dataclass(body) else changed
 
 
 @schema.parametrize()
