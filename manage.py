@@ -158,10 +158,10 @@ def build_index(config: Config, force: bool, engine: str, address: str | None):
 
     with build_lock(config.artifacts):
         extraction = build_embeddings(config, force=force, engine=engine, address=address)
+        # Milvus first: index.json, which running servers watch for a new build, is written last.
+        synced = {"milvus": _as_dict(_sync_milvus(config))} if config.index.backend == "milvus" else {}
         index = build_index_file(config.paths.embeddings, config.paths.index, config.index, force=force)
-        report = {"embeddings": _as_dict(extraction), "index": _as_dict(index)}
-        if config.index.backend == "milvus":
-            report["milvus"] = _as_dict(_sync_milvus(config))
+        report = {"embeddings": _as_dict(extraction), "index": _as_dict(index), **synced}
         _write_json(config.paths.build_report, report)
     click.echo(_build_summary(extraction, index))
     if "milvus" in report:

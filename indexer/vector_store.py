@@ -159,10 +159,11 @@ class MilvusStore(VectorStore):
         D = np.full((len(xq), k), np.inf if self.metric == "l2" else -np.inf, dtype=np.float32)
         I = np.full((len(xq), k), -1, dtype=np.int64)
         for query, found in enumerate(hits):
-            for rank, hit in enumerate(found):
-                row = self.row_of.get(str(hit["item_id"]))
-                if row is not None:
-                    D[query, rank], I[query, rank] = hit["distance"], row
+            # Ids the catalog no longer has are dropped, so that -1 only ever stands past the last row found.
+            known = [(hit["distance"], self.row_of[str(hit["item_id"])]) for hit in found
+                     if str(hit["item_id"]) in self.row_of]
+            for rank, (distance, row) in enumerate(known):
+                D[query, rank], I[query, rank] = distance, row
         return D, I
 
     def vector(self, row: int) -> np.ndarray:

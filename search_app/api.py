@@ -30,9 +30,9 @@ def search() -> Response:
     """Search with a photo: the body itself, or a multipart form's "image" file; settings in the query string."""
     started = time.perf_counter()
     app = current_config().app
-    engine = current_engine()
     check_photo_request()
     receive_body(request)
+    engine = current_engine()  # after a slow upload, the build being served now
     refuse_unknown(request.form, ("image",), "form field(s)", " (settings go in the query string)")
     with engine.incoming_query(True):
         query = parse_photo_search(request, request.args, engine, app.results, app.max_image_pixels)

@@ -377,6 +377,11 @@ def _ray_query_embedder(config: Config, stored: EmbeddingsFile) -> QueryEmbedder
 
     handle = embedder_handle(config.app.ray_address or None)
     deadline_s = config.app.search_deadline_s
+    deployed = handle.stats.remote().result(timeout_s=deadline_s)["checkpoint_sha256"]
+    if deployed != stored.checkpoint_sha256:
+        raise EmbeddingsFileError(
+            f"the Ray Serve embedder runs the checkpoint of sha256 {deployed[:12]}..., but {stored.source} was "
+            f"embedded with {stored.checkpoint_sha256[:12]}...; run `python manage.py serve-embedder` again")
 
     def embed(pixels: Sequence[Any]) -> np.ndarray:
         # One call a query, so that Ray Serve batches the queries of every web server together.
@@ -385,10 +390,11 @@ def _ray_query_embedder(config: Config, stored: EmbeddingsFile) -> QueryEmbedder
         try:
             return np.stack([response.result(timeout_s=max(0.0, deadline - time.monotonic()))
                              for response in responses])
-        except TimeoutError as error:
+        except Exception as error:  # noqa: BLE001 (a timeout, a dead replica, an unreachable cluster: all a 503)
             for response in responses:
                 response.cancel()
-            raise BatchTimeout(f"the Ray Serve embedder did not answer within {deadline_s:g} s") from error
+            raise BatchTimeout(f"the Ray Serve embedder did not answer within {deadline_s:g} s: "
+                               f"{type(error).__name__}") from error
 
     preprocessing = Preprocessing.from_dict(stored.preprocessing)
     return QueryEmbedder(prepare=build_pixel_transform(preprocessing), embed=embed, runtime="ray serve")

@@ -28,7 +28,7 @@ class MatchScale:
         rows = np.sort(np.random.default_rng(seed).permutation(count)[:SAMPLE])
         D, I = search(np.ascontiguousarray(vectors[rows], dtype=np.float32), min(NEIGHBOURS + 1, count))
         others = (I >= 0) & (I != rows[:, None])
-        return cls(to_similarity(D)[others])
+        return cls(to_similarity(D)[others]) if others.any() else None
 
     def percent(self, similarity: float) -> int:
         """The share (0-100) of the catalog's neighbour similarities below ``similarity``."""

@@ -34,18 +34,20 @@ class ServedEngine:
     def __init__(self, engine: SearchEngine, build: dict[str, str] | None = None,
                  load: Callable[[], SearchEngine] | None = None,
                  check: Callable[[], dict[str, str] | None] | None = None,
-                 interval_s: float = 0.0, retire_after_s: float = 60.0) -> None:
+                 interval_s: float = 0.0, retire_after_s: float = 60.0, retry_after_s: float = 60.0) -> None:
         """``load`` makes an engine of the artifacts as they are and ``check`` says which build they hold;
         without them, or with ``interval_s`` 0, the engine is served as it is. An old engine is closed
-        ``retire_after_s`` after the swap (longer than any request's deadline)."""
+        ``retire_after_s`` after the swap (longer than any request's deadline); a build that failed to load is
+        tried again ``retry_after_s`` later (Milvus or Ray may have been briefly out of reach)."""
         self.current = engine
         self.build = build
         self._load, self._check = load, check
-        self.retire_after_s = retire_after_s
+        self.retire_after_s, self.retry_after_s = retire_after_s, retry_after_s
         self.reloads = 0
         self.loaded_at = _now()
         self.last_error: str | None = None
         self._failed: dict[str, str] | None = None
+        self._failed_at = 0.0
         self._stop = threading.Event()
         self._thread = None
         if load is not None and check is not None and interval_s > 0:
@@ -56,7 +58,8 @@ class ServedEngine:
     def check_now(self) -> bool:
         """Swap in the build the artifacts hold if it is new and loads; whether it was swapped in."""
         build = self._check() if self._check is not None else None
-        if build is None or build == self.build or build == self._failed or self._load is None:
+        failed_lately = build == self._failed and time.monotonic() - self._failed_at < self.retry_after_s
+        if build is None or build == self.build or failed_lately or self._load is None:
             return False
         log.info("a new build is in the artifacts (index of %s); loading it beside the one being served",
                  build["index_created_at"])
@@ -65,7 +68,8 @@ class ServedEngine:
             engine = self._load()
         except Exception as error:  # noqa: BLE001 (a broken build must not stop the one being served)
             log.exception("the new build could not be loaded; still serving the previous one")
-            self._failed, self.last_error = build, f"{type(error).__name__}: {error}"
+            self._failed, self._failed_at = build, time.monotonic()
+            self.last_error = f"{type(error).__name__}: {error}"
             return False
         if self._check() != build:  # a newer build landed while this one loaded: take that one next time
             log.info("the build changed again while loading; loading the newer one")

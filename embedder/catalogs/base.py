@@ -96,8 +96,8 @@ class Catalog:
         raise NotImplementedError
 
     def fingerprints(self) -> list[str]:
-        """Per item, what its vector depends on besides the model: the image file's size and modification
-        time, and the crop box; a changed fingerprint re-embeds the item (a stat per file, no reading)."""
+        """Per item, what its vector depends on besides the model: the image file's path, size and
+        modification time, and the crop box; a changed fingerprint re-embeds the item (a stat per file)."""
         prints = []
         for item in self.items:
             try:
@@ -105,5 +105,5 @@ class Catalog:
                 file = f"{stat.st_size}:{stat.st_mtime_ns}"
             except OSError:
                 file = "unreadable"
-            prints.append(f"{file}:{item.bbox}")
+            prints.append(f"{item.path}:{file}:{item.bbox}")
         return prints

@@ -25,6 +25,7 @@ class EmbedQueries:
         from embedder.inference.network import load_checked_network
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.sha256 = sha256
         self.network, self.runtime = load_checked_network(Path(checkpoint), sha256, device, runtime, precision,
                                                           Path(artifacts), mirror_average)
         self.embed.set_max_batch_size(max_batch)
@@ -43,8 +44,8 @@ class EmbedQueries:
 
     def stats(self) -> dict[str, Any]:
         """The batches this replica ran, for tests and monitoring."""
-        return {"runtime": self.runtime, "batches": len(self.batch_sizes), "largest_batch": max(self.batch_sizes,
-                                                                                                 default=0)}
+        return {"runtime": self.runtime, "checkpoint_sha256": self.sha256, "batches": len(self.batch_sizes),
+                "largest_batch": max(self.batch_sizes, default=0)}
 
 
 def deploy_embedder(checkpoint: Path, sha256: str, *, runtime: str, precision: str, artifacts: Path,

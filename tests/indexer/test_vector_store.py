@@ -78,6 +78,16 @@ def test_an_items_vector_is_the_one_stored(stores):
     assert_same(milvus.search(milvus.vector(77), 5), exact.search(exact.vector(77), 5))
 
 
+def test_items_the_catalog_no_longer_has_leave_no_gaps(stores, tmp_path):
+    milvus, exact, _ = stores
+    D, I = milvus.search(queries(3), 10)
+    forgotten = MilvusStore(milvus.client, milvus.collection, [f"other-{row}" if row in set(I[0, :3]) else item_id
+                                                              for row, item_id in enumerate(milvus.item_ids)],
+                            milvus.labels, DIMENSION, "ip", milvus.timeout_s)
+    D2, I2 = forgotten.search(queries(3), 10)
+    assert list(I2[0, :7]) == list(I[0, 3:]) and (I2[0, 7:] == -1).all()  # the rest moved up, -1 only at the end
+
+
 def test_syncing_a_changed_catalog_upserts_and_deletes_only_what_changed(tmp_path):
     config = IndexConfig(backend="milvus", uri=str(tmp_path / "milvus.db"))
     ids, vectors, labels = catalog(seed=1, count=500)

@@ -23,7 +23,10 @@ def test_a_new_build_is_swapped_in_and_a_broken_one_is_not(config, make_engine, 
     old, new = make_engine(), make_engine(model_name="the new one")
     build = {"index_created_at": "old"}
 
+    loads = []
+
     def load():
+        loads.append(build["index_created_at"])
         if build["index_created_at"] == "broken":
             raise OSError("index.faiss: truncated")
         return new
@@ -42,6 +45,9 @@ def test_a_new_build_is_swapped_in_and_a_broken_one_is_not(config, make_engine, 
     build["index_created_at"] = "broken"
     assert not served.check_now() and served.current is new
     assert "truncated" in client.get("/healthz").get_json()["build"]["last_reload_error"]
+    assert not served.check_now() and loads.count("broken") == 1  # not tried again at once
+    served.retry_after_s = 0
+    assert not served.check_now() and loads.count("broken") == 2  # but again later
     assert post_image(client, "/api/search", encode(catalog_images[0])).status_code == 200
 
 
