@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -209,8 +210,6 @@ def sync_milvus(config: IndexConfig, artifacts: Path, catalog_kind: str, item_id
                 vectors: np.ndarray, labels: np.ndarray, metric: str) -> SyncReport:
     """Make the catalog's collection hold exactly these items: upsert the new and changed ones (by a hash of
     vector and label), delete the removed ones, keep the rest; created with index.milvus_index on first use."""
-    import time
-
     started = time.perf_counter()
     client, name = connect(config, artifacts, catalog_kind)
     try:

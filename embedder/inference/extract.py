@@ -22,7 +22,7 @@ from embedder.catalogs.base import Catalog
 from embedder.catalogs.dataset import CatalogImages
 from embedder.checkpoint import LoadedEmbedder
 from embedder.inference.catalog_diff import CatalogDiff
-from embedder.inference.network import autocast, prepare_checkpoint, resolve_precision
+from embedder.inference.network import autocast, prepare_checkpoint, resolve_precision, resolve_runtime
 from embedder.inference.partial_embeddings import PartialEmbeddings, Skipped
 from embedder.transforms import build_pixel_transform, normalize_batch
 
@@ -159,13 +159,14 @@ def embed_catalog(
         if diff is not None:
             partial.reuse(output, diff.kept, diff.kept_from, diff.kept_skipped, diff.skipped_reasons)
         pending = partial.pending_rows()
-        model, runtime = prepare_checkpoint(embedder, device, runtime, precision, output.parent, compile_model,
-                                            mirror_average=mirror_average)
+        if engine == "ray":  # Ray's actors load the network themselves; this process only writes
+            runtime = resolve_runtime(runtime, device, precision, compile_model)
+        else:
+            model, runtime = prepare_checkpoint(embedder, device, runtime, precision, output.parent, compile_model,
+                                                mirror_average=mirror_average)
         precision = resolve_precision(precision, device, runtime)
         log.info("Embedding %d images on %s with %s in %s%s%s", len(pending), device, runtime, precision,
                  ", compiled" if compile_model else "", ", averaged with their mirror images" if mirror_average else "")
-        images = CatalogImages(catalog, pending, build_pixel_transform(embedder.preprocessing),
-                               embedder.preprocessing.image_size, torch.uint8)
         with tqdm(total=len(catalog), initial=resumed, unit="img", desc="embedding", smoothing=0.1) as progress:
             if engine == "ray" and len(pending):
                 from embedder.inference.ray_extract import embed_with_ray
@@ -173,7 +174,9 @@ def embed_catalog(
                 runtime = embed_with_ray(catalog, embedder, partial, pending, batch_size=batch_size, device=device,
                                          runtime=runtime, precision=precision, mirror_average=mirror_average,
                                          artifacts=output.parent, address=address, progress=progress.update)
-            else:
+            elif engine != "ray":
+                images = CatalogImages(catalog, pending, build_pixel_transform(embedder.preprocessing),
+                                       embedder.preprocessing.image_size, torch.uint8)
                 for rows, vectors, errors in _embeddings(model, embedder, images, batch_size, workers, device,
                                                          precision, pad=compile_model):
                     partial.write(rows, vectors, errors)

@@ -33,8 +33,8 @@ class DecodeImages:
 
         torch.set_num_threads(1)
         preprocessing = Preprocessing.from_dict(preprocessing_dict)
-        self.images = lambda rows: CatalogImages(catalog, rows, build_pixel_transform(preprocessing),
-                                                 preprocessing.image_size, torch.uint8)
+        transform = build_pixel_transform(preprocessing)  # once per worker, not once per batch
+        self.images = lambda rows: CatalogImages(catalog, rows, transform, preprocessing.image_size, torch.uint8)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = self.images(batch["row"].tolist())
