@@ -65,6 +65,9 @@ class EmbedderConfig:
     """The embedding network and how it runs."""
 
     backbone: str = "resnet50"
+    # "imagenet" (7×7 stride-2 convolution and max-pool, as ImageNet weights expect) or "small" (one 3×3
+    # stride-1 convolution: small images keep their detail through the trunk, at several times the compute).
+    stem: str = "imagenet"
     # "imagenet", "auto" (ImageNet when it can be had, else random), "none", or a checkpoint path.
     weights: str = "imagenet"
     # None: the catalog's own size (32 for Fashion-MNIST, 224 for DeepFashion).
@@ -91,6 +94,7 @@ class EmbedderConfig:
 
     def __post_init__(self) -> None:
         _check_choice("embedder.backbone", self.backbone, ("resnet50",))
+        _check_choice("embedder.stem", self.stem, ("imagenet", "small"))
         _check_choice("embedder.device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("embedder.precision", self.precision, PRECISIONS)
         _check_choice("embedder.runtime", self.runtime, RUNTIMES)
@@ -112,6 +116,9 @@ class TrainConfig:
     epochs: int = 30
     # Seconds of training after which the run stops at the end of a step; 0 means no limit.
     time_budget: int = 0
+    # Steps after which the run ends (0: the epochs decide); the schedule ends with whichever of epochs, steps
+    # and time budget ends first, so a fixed step count reproduces what a time budget gives a slower machine.
+    steps: int = 0
     classes_per_batch: int = 10  # P of the P×K batches
     images_per_class: int = 12  # K
     mining: str = "batch-hard"
@@ -141,6 +148,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_range("train.epochs", self.epochs, 1, 10_000)
         _check_range("train.time_budget", self.time_budget, 0, 10_000_000)
+        _check_range("train.steps", self.steps, 0, 1 << 40)
         _check_range("train.classes_per_batch", self.classes_per_batch, 2, 10_000)
         _check_range("train.images_per_class", self.images_per_class, 2, 10_000)
         _check_choice("train.mining", self.mining, ("batch-hard", "semi-hard"))

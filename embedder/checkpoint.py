@@ -128,7 +128,7 @@ def catalog_preprocessing(config: EmbedderConfig, catalog: Catalog) -> Preproces
 def create_embedder(config: EmbedderConfig) -> tuple[EmbeddingNet, str]:
     """A fresh network whose trunk starts from the configured weights; returns it and their origin."""
     torch.manual_seed(config.seed)
-    model = EmbeddingNet(config.backbone, config.embedding_size)
+    model = EmbeddingNet(config.backbone, config.embedding_size, config.stem)
     weights = config.weights
     if weights == "none":
         model.start_residual_blocks_as_identity()
@@ -170,7 +170,7 @@ def provide_embedder(config: EmbedderConfig, catalog: Catalog, artifacts: Path, 
     saved = Artifacts(artifacts).checkpoint
     if saved.is_file():
         loaded = load_checkpoint(saved, device)
-        if (loaded.model.model_args() == {"backbone": config.backbone, "embedding_size": config.embedding_size}
+        if (loaded.model.model_args() == EmbeddingNet(config.backbone, config.embedding_size, config.stem).model_args()
                 and loaded.preprocessing.image_size == wanted.image_size):
             log.info("Reusing the embedder %s (weights from %s)", saved, loaded.origin)
             return loaded

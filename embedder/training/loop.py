@@ -116,8 +116,10 @@ def build_optimizer(train: TrainConfig, params: list[torch.nn.Parameter], fused:
 
 
 def schedule_progress(train: TrainConfig, step: int, steps_per_epoch: int, seconds: float) -> float:
-    """How far the run is, from 0 to 1, by whichever ends first: the epochs or the time budget."""
+    """How far the run is, from 0 to 1, by whichever ends first: the epochs, the steps or the time budget."""
     progress = step / (train.epochs * steps_per_epoch)
+    if train.steps:
+        progress = max(progress, step / train.steps)
     if train.time_budget:
         progress = max(progress, seconds / train.time_budget)
     return min(1.0, progress)
@@ -310,13 +312,16 @@ class TrainingLoop:
                 progress.set_postfix(loss=f"{window[-1]['loss']:.3f}",
                                      img_s=f"{state.step * self.sampler.batch_size / max(state.seconds, 1e-9):.0f}")
                 out_of_time = bool(train.time_budget) and state.seconds >= train.time_budget
-                if state.step % self.validate_every == 0 or out_of_time:
+                out_of_steps = bool(train.steps) and state.step >= train.steps
+                if state.step % self.validate_every == 0 or out_of_time or out_of_steps:
                     patience_lost = self._validate(validate, window, metrics, best_path)
                     window = []
                     save()
                     last_save = time.perf_counter()
                     if out_of_time:
                         return "time budget"
+                    if out_of_steps:
+                        return "steps done"
                     if patience_lost:
                         return "early stopping"
                 elif time.perf_counter() - last_save > STATE_EVERY_SECONDS:

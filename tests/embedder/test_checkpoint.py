@@ -23,6 +23,17 @@ def test_round_trip_gives_identical_embeddings(tmp_path, colour_catalog):
     np.testing.assert_array_equal(before, after)
 
 
+def test_a_checkpoint_rebuilds_its_stem_and_one_from_before_stems_gets_imagenet_s(tmp_path):
+    model, origin = create_embedder(EmbedderConfig(weights="none", embedding_size=8, stem="small"))
+    save_checkpoint(tmp_path / "small.pt", model, Preprocessing(image_size=28, resize="squash"), origin)
+    assert load_checkpoint(tmp_path / "small.pt").model.stem == "small"
+    payload = torch.load(tmp_path / "small.pt", weights_only=False)
+    old, _ = create_embedder(EmbedderConfig(weights="none", embedding_size=8))
+    payload.update(model_args={"backbone": "resnet50", "embedding_size": 8}, state_dict=old.state_dict())
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").model.stem == "imagenet"
+
+
 def test_not_a_checkpoint_is_named(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="x.pt"):

@@ -36,3 +36,23 @@ def test_residual_blocks_start_as_identity_for_training_from_scratch():
         # The network as a whole still maps different images to different embeddings.
         out = model(torch.randn(4, 3, 32, 32))
     assert torch.cdist(out, out)[~torch.eye(4, dtype=torch.bool)].min() > 0
+
+
+def test_the_small_stem_keeps_a_small_image_s_detail_to_the_last_stage():
+    import torchvision
+
+    maps = {}
+    for stem in ("imagenet", "small"):
+        model = EmbeddingNet(embedding_size=8, stem=stem).eval()
+        model.trunk.layer4.register_forward_hook(lambda module, args, out, stem=stem: maps.__setitem__(stem, out.shape))
+        with torch.inference_mode():
+            assert model(torch.randn(2, 3, 32, 32)).shape == (2, 8)
+    assert maps == {"imagenet": (2, 2048, 1, 1), "small": (2, 2048, 4, 4)}
+    # ImageNet weights load into everything but the 3×3 first convolution.
+    reference = torchvision.models.resnet50(weights=None)
+    model = EmbeddingNet(embedding_size=8, stem="small")
+    before = model.trunk.conv1.weight.clone()
+    model.load_trunk_state_dict(reference.state_dict())
+    assert torch.equal(model.trunk.conv1.weight, before)
+    assert torch.equal(model.trunk.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+    assert EmbeddingNet(**model.model_args()).trunk.conv1.kernel_size == (3, 3)

@@ -32,6 +32,9 @@ def test_learning_rate_warms_up_then_decays_by_steps_or_time():
     assert training.learning_rate(train, 50, 10, 0) == pytest.approx(0.5)
     assert training.learning_rate(train, 20, 10, 50) == pytest.approx(0.5)  # half the time budget gone
     assert training.learning_rate(train, 20, 10, 100) == pytest.approx(0.0)
+    by_steps = dataclasses.replace(train, time_budget=0, steps=40)
+    assert training.learning_rate(by_steps, 20, 10, 0) == pytest.approx(0.5)  # half the 40 steps gone
+    assert training.learning_rate(by_steps, 40, 10, 0) == pytest.approx(0.0)
 
 
 def test_cpu_training_computes_the_small_maps_as_products_and_other_devices_do_not():
@@ -202,6 +205,13 @@ def test_a_state_saved_with_the_stopping_settings_in_its_identity_still_resumes(
 def test_time_budget_stops_training(tmp_path):
     report = training.train(small_config(tmp_path, epochs=50, time_budget=1), knn_top1, catalog=ColourCatalog(count=48))
     assert report.stopped_because == "time budget" and report.steps < 50 * 3
+
+
+def test_a_step_count_ends_training_and_its_schedule(tmp_path):
+    report = training.train(small_config(tmp_path, epochs=50, steps=5), knn_top1, catalog=ColourCatalog(count=48))
+    assert report.stopped_because == "steps done" and report.steps == 5
+    last = list(csv.DictReader(open(tmp_path / "train" / "metrics.csv")))[-1]
+    assert int(last["step"]) == 5 and float(last["lr"]) < 0.2 * 1e-3  # the cosine ran out with the steps
 
 
 def test_frozen_layers_do_not_change(tmp_path):
