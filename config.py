@@ -389,6 +389,11 @@ class Artifacts:
     def downloads(self) -> Path:
         return self.root / "downloads"
 
+    @property
+    def baselines(self) -> Path:
+        """Other embeddings of the catalog under the evaluation protocol (benchmarks/bench_accuracy.py)."""
+        return self.root / "baselines.json"
+
 
 SECTIONS: dict[str, type] = {
     "catalog": CatalogConfig,

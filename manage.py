@@ -194,6 +194,7 @@ def evaluate(config: Config, k: int | None, sweep: str | None, leave_one_out: bo
     import dataclasses
 
     from indexer.embeddings_file import read_embeddings
+    from indexer.report.baselines import read_baselines
     from indexer.report.compare import comparison_table
     from indexer.report.run import write_knn_report
     from indexer.report.text import evaluation_table, write_evaluation
@@ -208,7 +209,8 @@ def evaluate(config: Config, k: int | None, sweep: str | None, leave_one_out: bo
     vectors = read_embeddings(config.paths.embeddings)
     report = write_knn_report(vectors, config.evaluate, config.index, config.index.k if k is None else k,
                               config.evaluate.reports_dir or config.paths.reports,
-                              load_image=_item_image_loader(config, vectors), compare_with=compare_with)
+                              load_image=_item_image_loader(config, vectors), compare_with=compare_with,
+                              baselines=read_baselines(config.paths.baselines))
     json_path, markdown_path = write_evaluation(report.evaluation, config.artifacts)
     click.echo(evaluation_table(report.evaluation))
     if report.comparison is not None:

@@ -17,6 +17,7 @@ from typing import Any
 from config import LookbookError
 from indexer.evaluation.protocol import METRICS, Evaluation
 from indexer.index import write_atomically
+from indexer.report.baselines import baselines_markdown
 from indexer.report.compare import comparison_markdown
 from indexer.report.html import report_html
 from indexer.report.text import definitions, evaluation_markdown, json_text, write_text
@@ -88,9 +89,10 @@ def classes_csv(evaluation: Evaluation) -> str:
 
 def write_report_files(
     evaluation: Evaluation, directory: str | Path, pictures: list[Picture], timings: dict[str, float],
-    comparison: dict[str, Any] | None = None,
+    comparison: dict[str, Any] | None = None, baselines: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write the PNGs, report.md, report.json, classes.csv, report.html (and comparison.json) into directory."""
+    """Write the PNGs, report.md, report.json, classes.csv, report.html (and comparison.json) into directory;
+    ``baselines`` (indexer.report.baselines, same protocol) become a table beside this run's numbers."""
     directory = Path(directory)
     paths = []
     for picture in pictures:
@@ -98,9 +100,13 @@ def write_report_files(
         write_atomically(path, lambda temporary, data=picture.png: temporary.write_bytes(data))
         paths.append(path)
     data = report_data(evaluation, pictures, timings)
+    if baselines is not None:
+        data["baselines"] = baselines["baselines"]
     markdown = evaluation_markdown(evaluation, {p.caption: p.name for p in pictures}, timings)
     files = {MARKDOWN_NAME: markdown, JSON_NAME: json_text(data), CSV_NAME: classes_csv(evaluation),
-             HTML_NAME: report_html(evaluation, pictures, timings, comparison)}
+             HTML_NAME: report_html(evaluation, pictures, timings, comparison, baselines)}
+    if baselines is not None:
+        files[MARKDOWN_NAME] += baselines_markdown(baselines, evaluation)
     if comparison is not None:
         files[MARKDOWN_NAME] += comparison_markdown(comparison)
         files[COMPARISON_NAME] = json_text(comparison)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from indexer.evaluation.protocol import METRICS, Evaluation
+from indexer.report.baselines import BASELINES_HEADING, baseline_tables, baselines_intro
 from indexer.report.compare import comparison_rows
 from indexer.report.text import definitions, metric_labels, percent, protocol_value
 
@@ -56,7 +57,7 @@ def _accuracy_shade(macro_top1: float):
 
 
 def report_html(evaluation: Evaluation, pictures: "Sequence[Picture]", timings: dict[str, float],
-                comparison: dict[str, Any] | None = None) -> str:
+                comparison: dict[str, Any] | None = None, baselines: dict[str, Any] | None = None) -> str:
     """The whole report as a standalone HTML document."""
     labels = metric_labels(evaluation.k)
     protocol = "".join(f"<li><b>{_e(key)}</b>: {_e(protocol_value(value))}</li>"
@@ -79,6 +80,10 @@ def report_html(evaluation: Evaluation, pictures: "Sequence[Picture]", timings: 
         body.append("<h2>Accuracy versus k</h2>" + _table(
             ("k", "top-1", "top-5", "macro top-1", "macro top-5", "P@k", "R@k"),
             [(str(row["k"]), *(percent(row[key]) for key in keys)) for row in evaluation.sweep]))
+    if baselines is not None:
+        header, totals, class_header, classes = baseline_tables(baselines, evaluation)
+        body.append(f"<h2>{BASELINES_HEADING}</h2><p>{_e(baselines_intro(baselines))}</p>" + _table(header, totals)
+                    + "<p>Top-1 per class:</p>" + _table(class_header, classes))
     if comparison is not None:
         header, compared, totals = comparison_rows(comparison)
         changed = "".join(f"<li>{_e(key)}: {_e(protocol_value(pair['current']))} (was "

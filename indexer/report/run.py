@@ -18,6 +18,7 @@ from indexer.embeddings_file import EmbeddingsFile
 from indexer.evaluation.drilldown import class_failures, worst_classes
 from indexer.evaluation.protocol import Evaluation, EvaluationError, evaluate_knn
 from indexer.report import plots
+from indexer.report.baselines import matching_baselines
 from indexer.report.compare import compare_reports
 from indexer.report.failure_strips import failure_strip
 from indexer.report.files import JSON_NAME, Picture, new_report_directory, read_report, write_report_files
@@ -108,11 +109,13 @@ def write_knn_report(
     *,
     load_image: Callable[[int], Any] | None = None,
     compare_with: str | Path | None = None,
+    baselines: dict[str, Any] | None = None,
 ) -> KnnReport:
     """Evaluate with the configured protocol, draw the pictures and write reports_dir/<timestamp>/.
 
     ``load_image(row)`` returns the catalog image of an embeddings row, for the failed-query strips
-    (none are drawn without it); ``compare_with`` names an earlier report to compare with.
+    (none are drawn without it); ``compare_with`` names an earlier report to compare with; ``baselines``
+    (indexer.report.baselines.read_baselines) join the report when they share its protocol.
     """
     other = read_report(compare_with) if compare_with is not None else None  # a bad path fails before the work
     evaluation = evaluate_knn(vectors, settings.query_split, settings.index_splits, k, index.metric,
@@ -125,7 +128,8 @@ def write_knn_report(
     if other is not None:
         current = json.loads(json_text(evaluation.to_dict())) | {"source": str(directory / JSON_NAME)}
         comparison = compare_reports(current, other)
-    files = write_report_files(evaluation, directory, pictures, timings, comparison)
+    files = write_report_files(evaluation, directory, pictures, timings, comparison,
+                               matching_baselines(baselines, evaluation.protocol))
     log.info("report written to %s (%s)", directory,
              ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in timings.items()))
     return KnnReport(evaluation, directory, files, timings, comparison)

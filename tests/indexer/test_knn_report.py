@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from datetime import datetime, timezone
@@ -11,8 +12,11 @@ import pytest
 
 from config import EvaluateConfig, IndexConfig
 from indexer.embeddings_file import read_embeddings
+from indexer.evaluation.protocol import evaluate_knn
+from indexer.report.baselines import baseline_entry, read_baselines, write_baselines
 from indexer.report.files import ReportFileError, latest_report, new_report_directory, read_report
 from indexer.report.run import rerun_evaluation, write_knn_report
+from indexer.report.text import percent
 from tests.indexer.conftest import unit_rows, write_embeddings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -144,3 +148,34 @@ def test_rerun_reproduces_the_report_and_refuses_other_embeddings(report, vector
     other = read_embeddings(make_embeddings("other.h5", seed=9))
     with pytest.raises(Exception, match="does not reproduce the report"):
         rerun_evaluation(other, data)
+
+
+def test_baselines_of_the_same_protocol_sit_beside_the_run(vectors, tmp_path):
+    settings = EvaluateConfig(k_sweep=(), map_points=0, failure_classes=0)
+    shuffled = evaluate_knn(dataclasses.replace(vectors, embeddings=vectors.embeddings[::-1].copy()),
+                            settings.query_split, settings.index_splits, 3, "ip", use_gpu="off")
+    write_baselines(tmp_path / "baselines.json", shuffled.protocol, [baseline_entry("shuffled", shuffled)],
+                    "no training")
+    baselines = read_baselines(tmp_path / "baselines.json")
+    report = write_knn_report(vectors, settings, INDEX, 3, tmp_path / "reports", baselines=baselines)
+    markdown = (report.directory / "report.md").read_text()
+    section = markdown[markdown.index("## Baselines (same protocol)"):]
+    assert f"| shuffled | {percent(shuffled.top1)} |" in section
+    assert f"| this run | {percent(report.evaluation.top1)} |" in section
+    for row in shuffled.classes:  # each class's top-1, the baseline's column then this run's
+        mine = report.evaluation.classes[report.evaluation.class_names.index(row.name)]
+        assert f"| {row.name} | {percent(row.top1)} | {percent(mine.top1)} |" in section
+    assert "Baselines (same protocol)" in (report.directory / "report.html").read_text()
+    assert json.loads((report.directory / "report.json").read_text())["baselines"][0]["name"] == "shuffled"
+
+    # Another k is another protocol: the numbers would not compare, so the report leaves them out.
+    other = write_knn_report(vectors, settings, INDEX, 1, tmp_path / "reports", baselines=baselines)
+    assert "Baselines" not in (other.directory / "report.md").read_text()
+
+
+def test_an_unreadable_baselines_file_leaves_the_report_alone(tmp_path):
+    assert read_baselines(tmp_path / "missing.json") is None
+    (tmp_path / "baselines.json").write_text("{not json")
+    assert read_baselines(tmp_path / "baselines.json") is None
+    (tmp_path / "baselines.json").write_text('{"format": "something else"}')
+    assert read_baselines(tmp_path / "baselines.json") is None
