@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         scratch = Path(scratch)
         started = time.perf_counter()
         template = untrained_embeddings(config, catalog, scratch)
-        seconds["untrained"] = time.perf_counter() - started
+        seconds["untrained network"] = time.perf_counter() - started
 
         def as_file(vectors: np.ndarray) -> EmbeddingsFile:
             return dataclasses.replace(template, embeddings=np.ascontiguousarray(vectors, dtype=np.float32))
