@@ -385,14 +385,16 @@ def _ray_query_embedder(config: Config, stored: EmbeddingsFile) -> QueryEmbedder
 
     def embed(pixels: Sequence[Any]) -> np.ndarray:
         # One call a query, so that Ray Serve batches the queries of every web server together.
-        responses = [handle.remote(image.numpy()) for image in pixels]
+        responses: list[Any] = []
         deadline = time.monotonic() + deadline_s
         try:
+            responses.extend(handle.remote(image.numpy()) for image in pixels)
             return np.stack([response.result(timeout_s=max(0.0, deadline - time.monotonic()))
                              for response in responses])
         except Exception as error:  # noqa: BLE001 (a timeout, a dead replica, an unreachable cluster: all a 503)
             for response in responses:
-                response.cancel()
+                with contextlib.suppress(Exception):  # a request that already failed re-raises on cancel
+                    response.cancel()
             raise BatchTimeout(f"the Ray Serve embedder did not answer within {deadline_s:g} s: "
                                f"{type(error).__name__}") from error
 

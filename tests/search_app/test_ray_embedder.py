@@ -1,5 +1,5 @@
 """Query embedding on Ray Serve (a local cluster of 2 CPUs): concurrent queries form batches and get the
-in-process embedding's vectors; a replica that never answers is a JSON 503 within the deadline."""
+in-process embedding's vectors; a replica that never answers, or none at all, is a JSON 503 within the deadline."""
 from __future__ import annotations
 
 import asyncio
@@ -88,3 +88,12 @@ def test_a_replica_that_never_answers_is_a_503_within_the_deadline(apps):
     assert "not answering" in response.get_json()["error"]
     assert time.monotonic() - started < DEADLINE_S + 2
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_deployment_without_replicas_is_a_503(apps):
+    _, on_ray, _ = apps
+    serve.delete(APP_NAME)  # as while an operator redeploys: the router has no replica to assign
+    buffer = io.BytesIO()
+    photo(2).save(buffer, "PNG")
+    response = on_ray.test_client().post("/api/search", data=buffer.getvalue(), content_type="image/png")
+    assert response.status_code == 503 and "not answering" in response.get_json()["error"]
