@@ -9,6 +9,7 @@ it where no single snapshot does (on Fashion-MNIST it beat every run's best chec
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,15 @@ class Soup:
     ingredients: list[str]
 
 
+def _filled(payload: dict, key: str) -> dict:
+    """A checkpoint's model_args or preprocessing with the defaults filled in: checkpoints written before a
+    setting existed lack its key, and meant its default."""
+    if key == "model_args":
+        defaults = {name: parameter.default for name, parameter in inspect.signature(EmbeddingNet).parameters.items()}
+        return {**defaults, **payload[key]}
+    return Preprocessing.from_dict(payload[key]).to_dict()
+
+
 def average_checkpoints(paths: Sequence[Path]) -> Soup:
     """The mean of the checkpoints' floating-point weights and buffers; CheckpointError naming the file when
     one does not fit the first (another network or preprocessing)."""
@@ -111,7 +121,7 @@ def average_checkpoints(paths: Sequence[Path]) -> Soup:
     for path in paths[1:]:
         payload = read_checkpoint(Path(path))
         for key in ("model_args", "preprocessing"):
-            if payload[key] != first[key]:
+            if _filled(payload, key) != _filled(first, key):
                 raise CheckpointError(f"{path} cannot be averaged with {paths[0]}: its {key} {payload[key]} differ "
                                       f"from {first[key]}")
         if payload["state_dict"].keys() != total.keys():

@@ -53,6 +53,19 @@ def test_checkpoints_that_do_not_fit_together_are_named(tmp_path):
         average_checkpoints(paths[:1])
 
 
+def test_a_checkpoint_from_before_a_setting_averages_with_one_that_names_its_default(tmp_path):
+    config, catalog = small_config(tmp_path), ColourCatalog()
+    paths = ingredients(tmp_path, config, catalog)
+    older = read_checkpoint(paths[1])
+    del older["model_args"]["stem"]  # as written before embedder.stem existed
+    torch.save(older, paths[1])
+    assert average_checkpoints(paths).model.stem == "imagenet"
+    save_checkpoint(paths[0], EmbeddingNet(embedding_size=16, stem="small"), catalog_preprocessing(config.embedder,
+                                                                                                   catalog), "x")
+    with pytest.raises(CheckpointError, match="cannot be averaged"):
+        average_checkpoints(paths)
+
+
 def test_batchnorm_statistics_become_the_mean_of_the_batches():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3, momentum=0.3))
