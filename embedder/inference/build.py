@@ -3,6 +3,7 @@ embedded; the file reused as it is when current)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ except ImportError:  # Windows: builds there go unlocked
     fcntl = None
 from embedder.catalogs import open_catalog
 from embedder.checkpoint import provide_embedder
-from embedder.inference.catalog_diff import diff_catalog
+from embedder.inference.catalog_diff import diff_catalog, same_item_attributes
 from embedder.inference.extract import ExtractionReport, embed_catalog, embeddings_attributes, resolve_device
 from embedder.inference.partial_embeddings import Skipped
 
@@ -68,6 +69,9 @@ def build_embeddings(config: Config, force: bool = False, engine: str = "local",
     if force:
         output.with_name(output.name + ".partial").unlink(missing_ok=True)
     diff = None if force else diff_catalog(output, attributes, catalog.items, fingerprints)
+    if diff is not None and diff.current and not same_item_attributes(output, catalog.item_attributes(), diff.kept):
+        log.info("%s: the catalog's labelled attributes changed; rewriting it with its stored vectors", output)
+        diff = dataclasses.replace(diff, current=False)
     if diff is not None and diff.current:
         log.info("%s is up to date; reusing it (build-index --force rebuilds)", output)
         skipped = [Skipped(catalog.items[row].item_id, catalog.items[row].path, reason)

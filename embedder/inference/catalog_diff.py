@@ -2,6 +2,7 @@
 so that build-index embeds only new and changed items and keeps the vectors of the rest."""
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from embedder.catalogs.base import CatalogItem
+from embedder.catalogs.base import CatalogItem, ItemAttributes
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,22 @@ def diff_catalog(path: Path, attributes: dict, items: Sequence[CatalogItem], fin
                and _same_columns(stored, [items[row] for row in kept]))
     return CatalogDiff(kept_rows, kept_from_rows, np.array(kept_skipped, np.int64), reasons, added, changed, removed,
                        current)
+
+
+def same_item_attributes(path: Path, item_attributes: ItemAttributes | None, rows: np.ndarray) -> bool:
+    """Whether ``path`` holds the catalog's labelled attributes for ``rows`` (catalog rows, in the file's
+    order): the attribute files are not part of the items' fingerprints, so an edit to them alone is found here."""
+    try:
+        with h5py.File(path, "r") as handle:
+            if "attributes" not in handle or item_attributes is None:
+                return "attributes" not in handle and item_attributes is None
+            names, kinds, values = item_attributes
+            return (json.loads(handle.attrs["attribute_names"]) == list(names)
+                    and json.loads(handle.attrs["attribute_kinds"]) == list(kinds)
+                    and np.array_equal(handle["attributes"][:], np.asarray(values, np.int8)[rows]))
+    except (OSError, KeyError, ValueError) as error:
+        log.warning("Rewriting %s: its attributes cannot be read (%s)", path, error)
+        return False
 
 
 def _source_mismatch(stored: dict, attributes: dict) -> str | None:

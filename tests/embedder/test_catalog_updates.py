@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from embedder.catalogs.deepfashion import CATEGORY_IMG
+from embedder.catalogs.deepfashion import ATTR_IMG, CATEGORY_IMG
 from embedder.catalogs.sample_deepfashion import write_sample_catalog
 from embedder.inference.partial_embeddings import PartialEmbeddings
 from manage import cli
@@ -74,6 +74,22 @@ def test_a_relabelled_item_is_rewritten_without_embedding(listing, tmp_path):
     assert update["images_embedded"] == 0 and update["kept"] == 63 and not update["reused"]
     with h5py.File(tmp_path / "artifacts" / "embeddings.h5") as handle:
         assert int(handle["label"][0]) == int(label) % 20  # labels are 0-based in the file
+
+
+def test_an_edited_attribute_file_is_rewritten_into_the_file_without_embedding(listing, tmp_path):
+    build(listing.root, tmp_path / "artifacts")
+    path = listing.root / ATTR_IMG
+    lines = path.read_text().splitlines()
+    name, *values = lines[2].split()
+    values[0] = "1" if values[0] != "1" else "-1"
+    lines[2] = " ".join([name, *values])
+    path.write_text("\n".join(lines) + "\n")
+    update = build(listing.root, tmp_path / "artifacts")
+    assert update["images_embedded"] == 0 and update["kept"] == 63 and not update["reused"]
+    with h5py.File(tmp_path / "artifacts" / "embeddings.h5") as handle:
+        row = list(handle["path"].asstr()[:]).index(name)
+        assert int(handle["attributes"][row, 0]) == int(values[0])
+    assert build(listing.root, tmp_path / "artifacts")["reused"]
 
 
 def test_a_partial_file_is_resumed_only_for_the_same_items(listing, tmp_path, monkeypatch):
