@@ -24,7 +24,7 @@ from embedder.checkpoint import catalog_preprocessing, create_embedder
 from embedder.inference.extract import embed_batch
 from embedder.model import TRUNK_FEATURES
 from embedder.training.augment import preset_for, training_pixels
-from embedder.training.loop import build_optimizer, fast_bfloat16, learning_rate
+from embedder.training.loop import build_optimizer, fast_bfloat16, learning_rate, start_stem_from_catalog
 from embedder.training.small_map_convs import use_small_map_convs
 from embedder.transforms import build_pixel_transform, normalize_batch
 
@@ -79,14 +79,16 @@ def autoencoder_embeddings(pixels: np.ndarray, train_rows: np.ndarray, steps: in
 def classifier_embeddings(config: Config, catalog: Catalog, train_rows: np.ndarray, steps: int) -> np.ndarray:
     """Train the recipe's network as a plain classifier (linear layer over the trunk's pooled features,
     cross-entropy) for ``steps`` batches; the L2-normalised pooled features of every catalog row."""
-    model, _ = create_embedder(config.embedder)
+    model, origin = create_embedder(config.embedder)
+    preprocessing = catalog_preprocessing(config.embedder, catalog)
+    if origin == "none":  # the recipe's start (embedder.training.loop.train)
+        start_stem_from_catalog(model, catalog, train_rows, preprocessing, config, "cpu")
     trunk = model.trunk  # its fc is the identity: the output is the pooled 2048-d features
     head = nn.Linear(TRUNK_FEATURES[config.embedder.backbone], len(catalog.class_names))
     use_small_map_convs(model)
     trunk.to(memory_format=torch.channels_last).train()
     train_settings = dataclasses.replace(config.train, steps=steps, time_budget=0)
     optimizer = build_optimizer(train_settings, list(trunk.parameters()) + list(head.parameters()), fused=True)
-    preprocessing = catalog_preprocessing(config.embedder, catalog)
     preset = preset_for(catalog.kind) if config.train.augment == "auto" else config.train.augment
     images = CatalogImages(catalog, train_rows, training_pixels(preset, preprocessing), preprocessing.image_size,
                            dtype=torch.uint8)

@@ -31,7 +31,7 @@ from config import Config, load_config
 from embedder.catalogs import open_catalog
 from embedder.checkpoint import catalog_preprocessing, create_embedder, load_checkpoint, save_checkpoint
 from embedder.inference.extract import embed_catalog, embeddings_attributes
-from embedder.training.loop import train as train_embedder
+from embedder.training.loop import start_stem_from_catalog, train as train_embedder
 from embedder.training.state import split_validation
 from indexer.embeddings_file import EmbeddingsFile, read_embeddings
 from indexer.evaluation.protocol import evaluate_knn, knn_top1
@@ -49,11 +49,14 @@ def embed_with(config: Config, catalog, checkpoint: Path, output: Path) -> Embed
     return read_embeddings(output)
 
 
-def untrained_embeddings(config: Config, catalog, directory: Path) -> EmbeddingsFile:
+def untrained_embeddings(config: Config, catalog, train_rows: np.ndarray, directory: Path) -> EmbeddingsFile:
     """The catalog embedded by the recipe's network before training (same seed, same starting weights)."""
     model, origin = create_embedder(config.embedder)
+    preprocessing = catalog_preprocessing(config.embedder, catalog)
+    if origin == "none":
+        start_stem_from_catalog(model, catalog, train_rows, preprocessing, config, "cpu")
     checkpoint = directory / "untrained.pt"
-    save_checkpoint(checkpoint, model, catalog_preprocessing(config.embedder, catalog), origin)
+    save_checkpoint(checkpoint, model, preprocessing, origin)
     return embed_with(config, catalog, checkpoint, directory / "untrained.h5")
 
 
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         started = time.perf_counter()
-        template = untrained_embeddings(config, catalog, scratch)
+        template = untrained_embeddings(config, catalog, train_rows, scratch)
         seconds["untrained network"] = time.perf_counter() - started
 
         def as_file(vectors: np.ndarray) -> EmbeddingsFile:
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 
         runs: dict[str, tuple[EmbeddingsFile, str]] = {
             "raw pixels": (as_file(pixels / np.linalg.norm(pixels, axis=1, keepdims=True)), "784-d, cosine"),
-            "untrained network": (template, "random weights, residual blocks as the identity"),
+            "untrained network": (template, "random weights, residual blocks as the identity, stem from patches"),
         }
         for name, note, make in (
             ("autoencoder bottleneck", "128-d, reconstruction loss, no labels",

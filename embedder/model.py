@@ -59,6 +59,39 @@ class EmbeddingNet(nn.Module):
             if isinstance(module, torchvision.models.resnet.Bottleneck):
                 nn.init.zeros_(module.bn3.weight)
 
+    @torch.no_grad()
+    def start_stem_from_patches(self, images: torch.Tensor) -> int:
+        """Point the first convolution's filters along ± the principal directions of the images' patches,
+        keeping each filter's random norm; returns how many filters were set.
+
+        For training from random weights only: the stem then passes on the most varied directions of the
+        catalog's pixels from the first step instead of random ones (patch whitening, as in Coates and Ng,
+        2011, and the CIFAR-10 speed runs). Directions with no variance (a gray catalog's copies of one
+        channel) are skipped; the filters left over keep their random weights.
+        """
+        if len(images) == 0:
+            raise ValueError("start_stem_from_patches needs at least one image")
+        conv = self.trunk.conv1
+        size = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        products, sums, total = torch.zeros(size, size, dtype=torch.float64), torch.zeros(size, dtype=torch.float64), 0
+        for chunk in images.split(64):
+            # Each output pixel's receptive field, as the convolution sees it (same padding and stride).
+            patches = F.unfold(chunk.float(), conv.kernel_size, padding=conv.padding, stride=conv.stride)
+            patches = patches.transpose(1, 2).reshape(-1, size).double().cpu()
+            products, sums, total = products + patches.T @ patches, sums + patches.sum(0), total + len(patches)
+        mean = sums / total
+        variances, directions = torch.linalg.eigh(products / total - torch.outer(mean, mean))
+        variances, directions = variances.flip(0), directions.flip(1)
+        count = min(conv.out_channels // 2, int((variances > 1e-6 * variances[0]).sum()))
+        if count == 0:
+            return 0
+        chosen = directions[:, :count].T.to(conv.weight)
+        weight = conv.weight.reshape(conv.out_channels, -1).clone()
+        filters = torch.cat([chosen, -chosen])  # both signs, so the ReLU after the stem drops neither
+        weight[: 2 * count] = filters * weight[: 2 * count].norm(dim=1, keepdim=True)
+        conv.weight.copy_(weight.view_as(conv.weight))
+        return 2 * count
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.trunk(images)
         return F.normalize(self.projection(features).float(), dim=1)

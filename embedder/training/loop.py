@@ -238,6 +238,8 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
     state = load_state(state_path, identity, modules, passed_over=STOPPING_SETTINGS) or TrainState()
     if not state.step:
         state.best_top1 = max(state.best_top1, earlier_best(config.paths.checkpoint, identity))
+        if trainee.origin == "none":
+            start_stem_from_catalog(trainee.model, catalog, train_rows, preprocessing, config, device)
     if state.step:
         log.info("Resuming training at step %d (epoch %d, %.0f s done)", state.step, state.epoch, state.seconds)
     resumed_from, seconds_before = state.step, state.seconds
@@ -267,6 +269,25 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
         images_per_second=fresh_steps * loop.sampler.batch_size / fresh_seconds,
         stopped_because=stopped, checkpoint=str(config.paths.checkpoint), resumed_from_step=resumed_from,
     )
+
+
+# Enough images for a stable estimate of the stem's patch statistics, read in seconds even at 224 px.
+STEM_IMAGES = 1_000
+
+
+def start_stem_from_catalog(model: EmbeddingNet, catalog: Catalog, train_rows: np.ndarray,
+                            preprocessing: Preprocessing, config: Config, device: str) -> None:
+    """Start a random network's stem from the patches of a sample of its training images (model.py)."""
+    rows = np.sort(np.random.default_rng(config.train.seed).permutation(train_rows)[:STEM_IMAGES])
+    images = CatalogImages(catalog, rows, build_pixel_transform(preprocessing), preprocessing.image_size,
+                           dtype=torch.uint8)
+    loader = DataLoader(images, batch_size=config.embedder.batch_size,
+                        num_workers=resolve_workers(config.embedder.workers, device))
+    batches = [batch[[not error for error in errors]] for batch, _, errors in loader]
+    pixels = normalize_batch(torch.cat(batches), preprocessing)
+    filters = model.start_stem_from_patches(pixels.to(device))
+    log.info("The stem's first %d filters start along the principal directions of %d training images' patches",
+             filters, len(pixels))
 
 
 class TrainingLoop:

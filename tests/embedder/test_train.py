@@ -214,6 +214,23 @@ def test_a_step_count_ends_training_and_its_schedule(tmp_path):
     assert int(last["step"]) == 5 and float(last["lr"]) < 0.2 * 1e-3  # the cosine ran out with the steps
 
 
+def test_only_a_run_from_random_weights_starts_its_stem_from_the_catalog_s_patches(tmp_path, monkeypatch):
+    from embedder.model import EmbeddingNet
+
+    calls, original = [], EmbeddingNet.start_stem_from_patches
+    monkeypatch.setattr(EmbeddingNet, "start_stem_from_patches",
+                        lambda self, images: calls.append(tuple(images.shape)) or original(self, images))
+    catalog = ColourCatalog(count=48)
+    training.train(small_config(tmp_path / "random", epochs=50, steps=2), knn_top1, catalog=catalog)
+    assert calls == [(24, 3, 32, 32)]  # every training row: fewer than STEM_IMAGES
+    # Going on from a checkpoint keeps its stem.
+    config = small_config(tmp_path / "tuned", epochs=50, steps=2)
+    config = dataclasses.replace(config, embedder=dataclasses.replace(
+        config.embedder, weights=str(tmp_path / "random" / "embedder.pt")))
+    training.train(config, knn_top1, catalog=catalog)
+    assert calls == [(24, 3, 32, 32)]
+
+
 def test_frozen_layers_do_not_change(tmp_path):
     config = small_config(tmp_path, freeze="layer3", epochs=1)
     trainee = training.build_trainee(config, 3, "cpu")
