@@ -81,8 +81,7 @@ def classifier_embeddings(config: Config, catalog: Catalog, train_rows: np.ndarr
     cross-entropy) for ``steps`` batches; the L2-normalised pooled features of every catalog row."""
     model, origin = create_embedder(config.embedder)
     preprocessing = catalog_preprocessing(config.embedder, catalog)
-    if origin == "none":  # the recipe's start (embedder.training.loop.train)
-        start_stem_from_catalog(model, catalog, train_rows, preprocessing, config, "cpu")
+    start_stem_from_catalog(model, origin, catalog, train_rows, preprocessing, config, "cpu")  # the recipe's start
     trunk = model.trunk  # its fc is the identity: the output is the pooled 2048-d features
     head = nn.Linear(TRUNK_FEATURES[config.embedder.backbone], len(catalog.class_names))
     use_small_map_convs(model)

@@ -53,8 +53,7 @@ def untrained_embeddings(config: Config, catalog, train_rows: np.ndarray, direct
     """The catalog embedded by the recipe's network before training (same seed, same starting weights)."""
     model, origin = create_embedder(config.embedder)
     preprocessing = catalog_preprocessing(config.embedder, catalog)
-    if origin == "none":
-        start_stem_from_catalog(model, catalog, train_rows, preprocessing, config, "cpu")
+    start_stem_from_catalog(model, origin, catalog, train_rows, preprocessing, config, "cpu")
     checkpoint = directory / "untrained.pt"
     save_checkpoint(checkpoint, model, preprocessing, origin)
     return embed_with(config, catalog, checkpoint, directory / "untrained.h5")

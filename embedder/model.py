@@ -77,7 +77,7 @@ class EmbeddingNet(nn.Module):
         for chunk in images.split(64):
             # Each output pixel's receptive field, as the convolution sees it (same padding and stride).
             patches = F.unfold(chunk.float(), conv.kernel_size, padding=conv.padding, stride=conv.stride)
-            patches = patches.transpose(1, 2).reshape(-1, size).double().cpu()
+            patches = patches.transpose(1, 2).reshape(-1, size).cpu().double()
             products, sums, total = products + patches.T @ patches, sums + patches.sum(0), total + len(patches)
         mean = sums / total
         variances, directions = torch.linalg.eigh(products / total - torch.outer(mean, mean))

@@ -238,8 +238,7 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
     state = load_state(state_path, identity, modules, passed_over=STOPPING_SETTINGS) or TrainState()
     if not state.step:
         state.best_top1 = max(state.best_top1, earlier_best(config.paths.checkpoint, identity))
-        if trainee.origin == "none":
-            start_stem_from_catalog(trainee.model, catalog, train_rows, preprocessing, config, device)
+        start_stem_from_catalog(trainee.model, trainee.origin, catalog, train_rows, preprocessing, config, device)
     if state.step:
         log.info("Resuming training at step %d (epoch %d, %.0f s done)", state.step, state.epoch, state.seconds)
     resumed_from, seconds_before = state.step, state.seconds
@@ -275,9 +274,12 @@ def train(config: Config, knn_accuracy: KnnAccuracy, restart: bool = False, cata
 STEM_IMAGES = 1_000
 
 
-def start_stem_from_catalog(model: EmbeddingNet, catalog: Catalog, train_rows: np.ndarray,
+def start_stem_from_catalog(model: EmbeddingNet, origin: str, catalog: Catalog, train_rows: np.ndarray,
                             preprocessing: Preprocessing, config: Config, device: str) -> None:
-    """Start a random network's stem from the patches of a sample of its training images (model.py)."""
+    """Start the stem from the patches of a sample of the training images (model.py) when the network's
+    weights are random (create_embedder's origin "none"); pretrained weights keep their stem."""
+    if origin != "none":
+        return
     rows = np.sort(np.random.default_rng(config.train.seed).permutation(train_rows)[:STEM_IMAGES])
     images = CatalogImages(catalog, rows, build_pixel_transform(preprocessing), preprocessing.image_size,
                            dtype=torch.uint8)
