@@ -129,6 +129,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.5
+    # "cosine", "linear" (straight to zero, which short runs such as the demo's gain from) or "constant".
     schedule: str = "cosine"
     # "none" trains everything; "stem", "layer1" ... "layer4" freeze the trunk up to and including that block.
     freeze: str = "none"
@@ -153,7 +154,7 @@ class TrainConfig:
         _check_range("train.images_per_class", self.images_per_class, 2, 10_000)
         _check_choice("train.mining", self.mining, ("batch-hard", "semi-hard"))
         _check_choice("train.optimizer", self.optimizer, ("adamw", "sgd"))
-        _check_choice("train.schedule", self.schedule, ("cosine", "constant"))
+        _check_choice("train.schedule", self.schedule, ("cosine", "linear", "constant"))
         _check_choice("train.freeze", self.freeze, ("none", "stem", "layer1", "layer2", "layer3", "layer4"))
         _check_choice("train.augment", self.augment, ("auto", "none", "fashion-mnist", "photo"))
         _check_choice("train.amp", self.amp, ("auto", "on", "off"))

@@ -62,7 +62,7 @@ def autoencoder_embeddings(pixels: np.ndarray, train_rows: np.ndarray, steps: in
     generator = torch.Generator().manual_seed(seed)
     train = torch.from_numpy(train_rows)
     for step in range(steps):
-        for group in optimizer.param_groups:  # cosine decay, as the recipe's schedule
+        for group in optimizer.param_groups:  # cosine decay to zero over the run
             group["lr"] = 1e-3 * 0.5 * (1 + np.cos(np.pi * step / steps))
         batch = images[train[torch.randint(len(train), (batch_size,), generator=generator)]].float() / 255
         loss = F.binary_cross_entropy_with_logits(model(batch), batch)

@@ -131,6 +131,8 @@ def learning_rate(train: TrainConfig, step: int, steps_per_epoch: int, seconds: 
     scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     if train.schedule == "cosine":
         scale *= 0.5 * (1 + math.cos(math.pi * schedule_progress(train, step, steps_per_epoch, seconds)))
+    elif train.schedule == "linear":
+        scale *= 1 - schedule_progress(train, step, steps_per_epoch, seconds)
     return train.lr * scale
 
 

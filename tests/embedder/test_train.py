@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import embedder.training.loop as training
-from config import Config, EmbedderConfig, TrainConfig
+from config import Config, ConfigError, EmbedderConfig, TrainConfig
 from embedder.checkpoint import load_checkpoint
 from embedder.inference.extract import embed_pil_images
 from embedder.training.state import same_run
@@ -35,6 +35,16 @@ def test_learning_rate_warms_up_then_decays_by_steps_or_time():
     by_steps = dataclasses.replace(train, time_budget=0, steps=40)
     assert training.learning_rate(by_steps, 20, 10, 0) == pytest.approx(0.5)  # half the 40 steps gone
     assert training.learning_rate(by_steps, 40, 10, 0) == pytest.approx(0.0)
+
+
+def test_a_linear_schedule_falls_in_a_straight_line_to_zero():
+    train = TrainConfig(epochs=10, lr=1.0, warmup_epochs=1.0, schedule="linear", steps=40)
+    assert training.learning_rate(train, 4, 10, 0) == pytest.approx(0.5 * 0.9)  # warming up, 4 of 40 steps gone
+    assert training.learning_rate(train, 10, 10, 0) == pytest.approx(0.75)
+    assert training.learning_rate(train, 30, 10, 0) == pytest.approx(0.25)
+    assert training.learning_rate(train, 40, 10, 0) == pytest.approx(0.0)
+    with pytest.raises(ConfigError, match="train.schedule"):
+        TrainConfig(schedule="step")
 
 
 def test_cpu_training_computes_the_small_maps_as_products_and_other_devices_do_not():
