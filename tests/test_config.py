@@ -85,3 +85,10 @@ def test_caption_and_product_catalog_settings():
                        ("captions.dropout", "1.5")):
         with pytest.raises(ConfigError, match=key.split(".")[0]):
             load_config(env={}, overrides={key: value})
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")),
+                         ids=lambda path: path.name)
+def test_shipped_configs_load(path):
+    """make demo's and the documented recipes' files: every key known, every value valid."""
+    assert isinstance(load_config(path), Config)
