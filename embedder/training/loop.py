@@ -126,7 +126,7 @@ def schedule_progress(train: TrainConfig, step: int, steps_per_epoch: int, secon
 
 
 def learning_rate(train: TrainConfig, step: int, steps_per_epoch: int, seconds: float) -> float:
-    """Linear warm-up, then the configured decay (cosine or linear to zero) over schedule_progress."""
+    """Linear warm-up, then the configured schedule (cosine, linear to zero or constant) over schedule_progress."""
     warmup = train.warmup_epochs * steps_per_epoch
     scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     if train.schedule == "cosine":
