@@ -123,3 +123,17 @@ def test_a_collection_that_does_not_hold_the_catalog_is_refused(tmp_path):
     with pytest.raises(VectorStoreError, match="holds 200 items, the catalog 300"):
         MilvusStore.open(config, tmp_path, "test", ids, labels, DIMENSION, "ip")
     assert dataclasses.replace(config, collection="mine").collection == "mine"
+
+
+def test_closing_a_retired_store_leaves_the_new_one_searching(tmp_path):
+    """A reload opens the new store beside the old one, on the same URI, then closes the old one."""
+    config = IndexConfig(backend="milvus", uri=str(tmp_path / "milvus.db"))
+    ids, vectors, labels = catalog(count=300)
+    sync_milvus(config, tmp_path, "test", ids, vectors, labels, "ip")
+    retired = MilvusStore.open(config, tmp_path, "test", ids, labels, DIMENSION, "ip")
+    served = MilvusStore.open(config, tmp_path, "test", ids, labels, DIMENSION, "ip")
+    retired.close()
+    try:
+        assert_same(served.search(queries(), 10), faiss_store(vectors, labels).search(queries(), 10))
+    finally:
+        served.close()
